@@ -1,0 +1,1 @@
+"""Blockwise detection and assignment on dask (arrives with the bulk-processing issue)."""

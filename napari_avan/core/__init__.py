@@ -1,0 +1,1 @@
+"""Numpy algorithms: synthetic data, tables, metrics (no torch, no GUI)."""

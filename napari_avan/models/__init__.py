@@ -1,0 +1,1 @@
+"""Torch networks, training, inference and bundled weights (arrive with the networks issue)."""
