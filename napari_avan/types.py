@@ -51,15 +51,39 @@ def check_voxel_size(voxel_size: Any, what: str = "voxel size") -> VoxelSize:
     for v in values:
         if not math.isfinite(v) or v <= 0:
             raise AvanInputError(
-                f"{what} {values!r} must be positive and finite in nm (z, y, x), e.g. 40,4,4"
+                f"{what} must be positive and finite in nm (z, y, x), got {values!r}: "
+                "give it as Z,Y,X, e.g. 40,4,4"
             )
     return (values[0], values[1], values[2])
+
+
+def check_same_shape(**arrays: Any) -> tuple[int, ...]:
+    """Check that all named arrays (or volumes) have one shape and return it.
+
+    Args:
+        **arrays: anything with a ``.shape``, by the name the user knows it by
+            (``image=...``, ``segmentation=...``).
+
+    Raises:
+        AvanInputError: naming the first two whose shapes differ.
+    """
+    first: tuple[str, tuple[int, ...]] | None = None
+    for name, array in arrays.items():
+        shape = tuple(int(s) for s in array.shape)
+        if first is None:
+            first = (name, shape)
+        elif shape != first[1]:
+            raise AvanInputError(
+                f"{name} has shape {shape} but {first[0]} has shape {first[1]}: "
+                "give volumes of the same (z, y, x) shape (crop or pad one)"
+            )
+    return () if first is None else first[1]
 
 
 def parse_voxel_size(text: str) -> VoxelSize:
     """Parse ``"Z,Y,X"`` (nm) from the command line."""
     parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
-    return check_voxel_size(parts, what=f"voxel size {text!r}")
+    return check_voxel_size(parts, what="voxel size")
 
 
 @dataclass
