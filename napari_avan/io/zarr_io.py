@@ -132,9 +132,12 @@ def ome_level_info(
 
 
 def ome_attrs(
-    voxel_size_nm: VoxelSize | None, zarr_format: ZarrVersion, name: str
+    voxel_size_nm: VoxelSize | None, zarr_format: ZarrVersion, name: str, *, label: bool = False
 ) -> dict[str, Any]:
-    """Group attributes of a single-level OME-Zarr image (level ``0``, axes z, y, x)."""
+    """Group attributes of a single-level OME-Zarr image (level ``0``, axes z, y, x).
+
+    ``label`` marks it as an NGFF label image (``image-label``), for ``labels/NAME``.
+    """
     axes: list[dict[str, Any]] = [{"name": a, "type": "space"} for a in AXES]
     if voxel_size_nm is not None:
         for axis in axes:
@@ -150,9 +153,29 @@ def ome_attrs(
         ],
     }
     version = OME_VERSION[zarr_format]
+    extra: dict[str, Any] = {"image-label": {"version": version}} if label else {}
     if zarr_format == 2:
-        return {"multiscales": [{"version": version, **multiscale}]}
-    return {"ome": {"version": version, "multiscales": [multiscale]}}
+        return {"multiscales": [{"version": version, **multiscale}], **extra}
+    return {"ome": {"version": version, "multiscales": [multiscale], **extra}}
+
+
+def _is_label_key(key: str | None) -> bool:
+    return key is not None and key.count("/") == 1 and key.startswith("labels/")
+
+
+def _register_ome_label(root: Path, key: str, zarr_format: ZarrVersion) -> None:
+    """List ``labels/NAME`` in the ``labels`` group's NGFF metadata, as viewers expect."""
+    import zarr
+
+    group = zarr.open_group(str(root / "labels"), mode="a", zarr_format=zarr_format)
+    current: dict[str, Any] = dict(group.attrs.asdict())
+    holder: dict[str, Any] = dict(current.get("ome") or {}) if zarr_format == 3 else current
+    names = [n for n in holder.get("labels", []) if n != key.split("/")[1]]
+    names.append(key.split("/")[1])
+    if zarr_format == 3:
+        group.attrs.update({"ome": {**holder, "version": OME_VERSION[3], "labels": names}})
+    else:
+        group.attrs.update({"labels": names})
 
 
 # --------------------------------------------------------------------------- reading
@@ -376,11 +399,12 @@ def _write_node(
     chunks: tuple[int, ...] | None,
     attrs: dict[str, Any] | None,
     name: str,
+    label: bool = False,
 ) -> None:
     chunks = chunks or default_chunks(data.shape)
     user = dict(attrs or {})
     if ome:
-        group_attrs = {**user, **ome_attrs(voxel_size_nm, zarr_format, name)}
+        group_attrs = {**user, **ome_attrs(voxel_size_nm, zarr_format, name, label=label)}
         create_group(dest, zarr_format, group_attrs)
         write_array(dest / "0", data, zarr_format, chunks, {})
     else:
@@ -453,6 +477,7 @@ def write_zarr(
             chunks=chunks,
             attrs=attrs,
             name=name,
+            label=ome and _is_label_key(key),
         )
 
     if key is None:
@@ -468,6 +493,8 @@ def write_zarr(
             create_group(tmp, fmt)
             _ensure_groups(tmp, key, fmt, [])
             write(tmp / key, fmt)
+            if ome and _is_label_key(key):
+                _register_ome_label(tmp, key, fmt)
         return path
     if info is None:
         raise AvanInputError(f"{path} exists and is not a zarr group: choose another output")
@@ -489,6 +516,8 @@ def write_zarr(
         _ensure_groups(path, key, group_format, created)
         with atomic_path(target, overwrite=overwrite) as tmp:
             write(tmp, group_format)
+        if ome and _is_label_key(key):
+            _register_ome_label(path, key, group_format)
     except BaseException as err:
         for folder in reversed(created):
             remove_path(folder)

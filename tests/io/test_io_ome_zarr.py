@@ -151,3 +151,25 @@ def test_multichannel_ome_is_refused(tmp_path: Path) -> None:
     group.create_array("0", data=np.zeros((2, 3, 20, 20), np.uint8))
     with pytest.raises(AvanInputError, match=r"has 4 dimensions \(c, z, y, x\)"):
         read_volume(str(path))
+
+
+@pytest.mark.parametrize(("fmt", "zarr_format"), [("ome-zarr", 3), ("ome-zarr2", 2)])
+def test_labels_are_listed_as_ngff_label_images(
+    tmp_path: Path, fmt: str, zarr_format: Literal[2, 3]
+) -> None:
+    image = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    labels = (image % 3).astype(np.uint32)
+    out = tmp_path / "img.ome.zarr"
+    write_volume(out, image, (40.0, 4.0, 4.0), format=fmt)
+    for name in ("clefts", "segmentation"):
+        write_volume(out, labels, (40.0, 4.0, 4.0), format=fmt, key=f"labels/{name}")
+    group = zarr.open_group(str(out / "labels"), mode="r")
+    attrs = group.attrs.asdict()
+    listed = attrs["ome"]["labels"] if zarr_format == 3 else attrs["labels"]
+    assert listed == ["clefts", "segmentation"]
+    label_attrs = zarr.open_group(str(out / "labels" / "clefts"), mode="r").attrs.asdict()
+    holder = label_attrs["ome"] if zarr_format == 3 else label_attrs
+    assert "image-label" in holder
+    back = read_volume(f"{out}:labels/clefts", lazy=False)
+    np.testing.assert_array_equal(back.data, labels)
+    assert back.voxel_size_nm == (40.0, 4.0, 4.0)

@@ -1,0 +1,107 @@
+"""``napari-avan demo``: the plugin in napari on the built-in synthetic sample."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_avan.types import AvanInputError
+
+#: A file that marks a folder as written by the demo, so a rerun may replace it.
+DEMO_MARKER = ".napari-avan-demo"
+
+
+@dataclass
+class DemoResult:
+    """What the demo wrote."""
+
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        return [f"{name}: {path}" for name, path in self.files.items()]
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir``, refusing to write into a non-empty folder the demo did not make."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise AvanInputError(f"{out_dir} is a file: give --out a folder")
+        if any(out_dir.iterdir()) and not (out_dir / DEMO_MARKER).exists():
+            raise AvanInputError(
+                f"{out_dir} holds files the demo did not write: give --out an empty or new folder"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARKER).write_text("written by napari-avan demo; safe to delete\n")
+
+
+def run_demo(out_dir: Path, *, headless: bool, seed: int = 0) -> DemoResult:
+    """Generate the sample, write its outputs, and show it in napari.
+
+    Args:
+        out_dir: folder for the sample, tables and (headless) screenshot.
+        headless: write a screenshot and close instead of opening a window
+            (needs an X server, e.g. ``xvfb-run``).
+        seed: seed of the synthetic sample.
+    """
+    from napari_avan.core.synth import synthesize
+    from napari_avan.core.tables import cleft_table, edge_table
+    from napari_avan.io import write_sample, write_table
+
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise AvanInputError(
+            "no display: run 'xvfb-run -a napari-avan demo --headless' (or 'make demo')"
+        )
+    prepare_out_dir(out_dir)
+    result = DemoResult(out_dir)
+    sample = synthesize(seed=seed, polyadic=True)
+    result.files["sample"] = write_sample(out_dir / "sample.zarr", sample, overwrite=True)
+    clefts = cleft_table(sample.clefts)
+    result.files["cleft table"] = write_table(clefts, out_dir / "clefts.csv", overwrite=True)
+    edges = edge_table(
+        sample.clefts,
+        sample.segmentation,
+        sample.partners,
+        voxel_size_nm=sample.voxel_size_nm,
+        status="accepted",
+    )
+    result.files["edge table (ground truth)"] = write_table(
+        edges, out_dir / "edges.csv", overwrite=True
+    )
+
+    import napari
+
+    from napari_avan._napari._layers import sample_layers
+
+    viewer = napari.Viewer(title="napari-avan demo", show=True)
+    for data, kwargs, layer_type in sample_layers(sample):
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    _focus_largest_cleft(viewer, clefts)
+    if headless:
+        shot = out_dir / "demo.png"
+        viewer.window._qt_window.resize(1400, 900)
+        viewer.screenshot(str(shot), canvas_only=False, flash=False)
+        result.files["screenshot"] = shot
+        viewer.close()
+    else:
+        napari.run()
+    return result
+
+
+def _focus_largest_cleft(viewer: object, clefts: object) -> None:
+    """Step to the section through the largest cleft's centroid."""
+    import pandas as pd
+
+    assert isinstance(clefts, pd.DataFrame)
+    if clefts.empty:
+        return
+    row = clefts.loc[clefts["size"].idxmax()]
+    z = int(np.round(row["centroid_z"]))
+    dims = viewer.dims  # type: ignore[attr-defined]
+    step = list(dims.current_step)
+    step[0] = z
+    dims.current_step = tuple(step)

@@ -1,0 +1,47 @@
+"""Turn project data (samples, volumes) into napari layer-data tuples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_avan.types import Sample, VoxelSize
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def image_layer(data: Any, voxel_size_nm: VoxelSize | None, name: str) -> LayerData:
+    """An EM image (or probability map) layer scaled to nm."""
+    kwargs: dict[str, Any] = {"name": name, "colormap": "gray"}
+    if voxel_size_nm is not None:
+        kwargs["scale"] = tuple(voxel_size_nm)
+        kwargs["metadata"] = {"voxel_size_nm": tuple(voxel_size_nm)}
+    if getattr(data, "dtype", None) is not None and data.dtype.kind == "f":
+        kwargs["colormap"] = "magma"
+        kwargs["contrast_limits"] = (0.0, 1.0)
+        kwargs["blending"] = "additive"
+    return (data, kwargs, "image")
+
+
+def labels_layer(data: Any, voxel_size_nm: VoxelSize | None, name: str, **extra: Any) -> LayerData:
+    """A labels layer scaled to nm."""
+    kwargs: dict[str, Any] = {"name": name, **extra}
+    if voxel_size_nm is not None:
+        kwargs["scale"] = tuple(voxel_size_nm)
+        kwargs.setdefault("metadata", {})["voxel_size_nm"] = tuple(voxel_size_nm)
+    return (data, kwargs, "labels")
+
+
+def sample_layers(sample: Sample, prefix: str = "") -> list[LayerData]:
+    """Image, segmentation and clefts of a sample; partners ride in the clefts' metadata."""
+    vs = sample.voxel_size_nm
+    return [
+        image_layer(sample.image, vs, f"{prefix}EM"),
+        labels_layer(sample.segmentation, vs, f"{prefix}segmentation", opacity=0.25),
+        labels_layer(
+            sample.clefts,
+            vs,
+            f"{prefix}clefts",
+            opacity=0.8,
+            metadata={"partners": sample.partners, "sample_attrs": dict(sample.attrs)},
+        ),
+    ]

@@ -1,0 +1,331 @@
+"""The ``napari-avan`` command line (DESIGN section 3).
+
+Every subcommand has ``--help``; exit code 0 on success, 2 on bad input with a
+one-line reason on stderr. Heavy modules are imported inside the subcommands so
+that ``napari-avan --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_avan import __version__
+from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, parse_voxel_size
+
+PROG = "napari-avan"
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not Z,Y,X integers") from err
+    if len(parts) != 3 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"shape {text!r} must be three positive integers Z,Y,X")
+    return (parts[0], parts[1], parts[2])
+
+
+def _voxel_size(text: str) -> VoxelSize:
+    try:
+        return parse_voxel_size(text)
+    except AvanInputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    # The demo opens napari: the only subcommand that reaches into the plugin layer.
+    from napari_avan._napari._demo import run_demo
+
+    result = run_demo(Path(args.out), headless=args.headless, seed=args.seed)
+    for line in result.summary_lines():
+        print(line)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from napari_avan.core.synth import synthesize
+    from napari_avan.io import write_sample
+
+    overrides: dict[str, Any] = {"shape": args.shape, "polyadic": args.polyadic}
+    if args.voxel_size is not None:
+        overrides["voxel_size_nm"] = args.voxel_size
+    sample = synthesize(seed=args.seed, **overrides)
+    out = write_sample(Path(args.out), sample, overwrite=args.overwrite)
+    n_clefts = int(sample.partners["cleft_id"].nunique()) if len(sample.partners) else 0
+    print(
+        f"wrote {out} (shape {tuple(sample.image.shape)}, voxel size {sample.voxel_size_nm} nm, "
+        f"{n_clefts} clefts, {len(sample.partners)} partner pairs)"
+    )
+    return 0
+
+
+def _read_labels(spec: str, role: str, voxel_size: VoxelSize | None = None) -> Any:
+    from napari_avan.io import read_volume
+
+    vol = read_volume(spec, voxel_size, lazy=False, role=role)
+    if vol.data.dtype.kind not in "ui":
+        raise AvanInputError(
+            f"{role} {spec!r} has dtype {vol.data.dtype}: labels must be integers "
+            "(0 background, ids 1..N)"
+        )
+    return vol
+
+
+def _same_shape(**volumes: Any) -> None:
+    check_same_shape(**{name: vol for name, vol in volumes.items() if vol is not None})
+
+
+def _print_metrics(name: str, metrics: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return
+    print(f"{name} metrics")
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            print(f"  {key:<24} {value:.4f}")
+        elif isinstance(value, (int, str)):
+            print(f"  {key:<24} {value}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_avan.core import metrics as m
+    from napari_avan.io import read_partners, read_table
+
+    result: dict[str, Any]
+    if args.what == "clefts":
+        pred = _read_labels(args.pred, "predicted clefts")
+        truth = _read_labels(args.truth, "true clefts")
+        _same_shape(predicted_clefts=pred, true_clefts=truth)
+        result = m.cleft_metrics(
+            pred.data, truth.data, iou_threshold=args.iou, any_overlap=args.any_overlap
+        ).to_dict()
+    elif args.what == "assignment":
+        pred_table = read_table(Path(args.pred))
+        truth_table = read_partners(Path(args.truth))
+        polyadic = True if args.polyadic else None
+        result = m.assignment_metrics(pred_table, truth_table, polyadic=polyadic).to_dict()
+    else:
+        pred_clefts = _read_labels(args.pred_clefts, "predicted clefts")
+        true_clefts = _read_labels(args.truth_clefts, "true clefts")
+        _same_shape(predicted_clefts=pred_clefts, true_clefts=true_clefts)
+        pred_edges = read_table(Path(args.pred))
+        truth_table = read_partners(Path(args.truth))
+        result = m.edge_metrics(
+            pred_clefts.data, pred_edges, true_clefts.data, truth_table
+        ).to_dict()
+    _print_metrics(args.what, result, args.json)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from napari_avan.core.tables import cleft_table, edge_table
+    from napari_avan.io import read_partners, read_volume, write_table
+
+    clefts = _read_labels(args.clefts, "clefts", args.voxel_size)
+    prob = read_volume(args.prob, lazy=False, role="cleft probability") if args.prob else None
+    seg = _read_labels(args.segmentation, "segmentation") if args.segmentation else None
+    _same_shape(clefts=clefts, cleft_probability=prob, segmentation=seg)
+    if (seg is None) != (args.partners is None):
+        raise AvanInputError("the edge table needs both --segmentation and --partners")
+    partners = read_partners(Path(args.partners)) if args.partners else None
+    voxel_size = clefts.voxel_size_nm or (seg.voxel_size_nm if seg is not None else None)
+
+    out = Path(args.out)
+    targets = [out / "clefts.csv"] + ([out / "edges.csv"] if seg is not None else [])
+    if not args.overwrite:
+        for target in targets:
+            if target.exists():
+                raise AvanInputError(f"{target} exists: pass --overwrite to replace it")
+    # Compute everything before writing anything, so bad input leaves no partial output.
+    cleft_df = cleft_table(clefts.data, None if prob is None else prob.data)
+    edge_df = None
+    if seg is not None:
+        if voxel_size is None:
+            raise AvanInputError(
+                "the voxel size is unknown: pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
+            )
+        edge_df = edge_table(clefts.data, seg.data, partners, voxel_size_nm=voxel_size)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(cleft_df, targets[0], overwrite=args.overwrite)
+    print(f"wrote {targets[0]} ({len(cleft_df)} clefts)")
+    if edge_df is not None:
+        write_table(edge_df, targets[1], overwrite=args.overwrite)
+        print(f"wrote {targets[1]} ({len(edge_df)} edges)")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from napari_avan.io import read_partners, read_volume, write_cremi, write_volume
+
+    image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
+    seg = _read_labels(args.segmentation, "segmentation") if args.segmentation else None
+    clefts = _read_labels(args.clefts, "clefts") if args.clefts else None
+    _same_shape(image=image, segmentation=seg, clefts=clefts)
+    voxel_size = image.voxel_size_nm
+    for vol in (seg, clefts):
+        if voxel_size is None and vol is not None:
+            voxel_size = vol.voxel_size_nm
+    if voxel_size is None:
+        raise AvanInputError(
+            f"the voxel size of {args.image!r} is unknown: "
+            "pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
+        )
+    partners = read_partners(Path(args.partners)) if args.partners else None
+    out = Path(args.out)
+    if args.to == "cremi":
+        annotations = None
+        if partners is not None:
+            if seg is None or clefts is None:
+                raise AvanInputError(
+                    "CREMI partner annotations need --segmentation and --clefts too"
+                )
+            from napari_avan.core.tables import edge_table
+            from napari_avan.io import cremi_annotations_from_edges
+
+            edges = edge_table(clefts.data, seg.data, partners, voxel_size_nm=voxel_size)
+            annotations = cremi_annotations_from_edges(edges, voxel_size)
+        write_cremi(
+            out,
+            image.data,
+            voxel_size,
+            neuron_ids=None if seg is None else seg.data,
+            clefts=None if clefts is None else clefts.data,
+            annotations=annotations,
+            overwrite=args.overwrite,
+        )
+        print(f"wrote {out}")
+        return 0
+    if partners is not None:
+        raise AvanInputError(
+            f"--partners is only stored in CREMI files; with --to {args.to} copy the CSV instead"
+        )
+    if args.to == "tiff":
+        if seg is not None or clefts is not None:
+            raise AvanInputError("a TIFF holds one volume: convert each with its own --image")
+        write_volume(out, image.data, voxel_size, format="tiff", overwrite=args.overwrite)
+        print(f"wrote {out}")
+        return 0
+    if out.exists() and not args.overwrite:
+        raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
+    # OME-Zarr: the image is the multiscale at the root, labels under labels/ (NGFF);
+    # plain zarr: one member per volume.
+    ome = args.to == "ome-zarr"
+    members = {
+        None if ome else "image": image,
+        "labels/segmentation" if ome else "segmentation": seg,
+        "labels/clefts" if ome else "clefts": clefts,
+    }
+    for key, vol in members.items():
+        if vol is not None:
+            write_volume(
+                out, vol.data, voxel_size, format=args.to, key=key, overwrite=args.overwrite
+            )
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (exit code 2)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Find synaptic clefts in 3D EM and assign their partners (AVAN).",
+        epilog="Volumes are given as PATH or PATH:KEY (zarr member, HDF5 dataset, npz key, "
+        "OME-Zarr level); arrays are (z, y, x), voxel sizes Z,Y,X in nm.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="open the plugin on the built-in synthetic sample")
+    p.add_argument("--headless", action="store_true", help="write a screenshot instead of a window")
+    p.add_argument("--out", default="demo_out", help="folder for the outputs (default: demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic sample")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("synth", help="write a synthetic EM volume with exact ground truth")
+    p.add_argument("--out", required=True, help="output zarr group, e.g. sample.zarr")
+    p.add_argument(
+        "--shape", type=_shape, default=(32, 256, 256), help="Z,Y,X (default 32,256,256)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--polyadic", action="store_true", help="one pre and 2-4 posts per cleft")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm (default 40,4,4)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("evaluate", help="metrics of clefts, assignment or the combined system")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    ev = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    q = ev.add_parser("clefts", help="object precision/recall/F1 and voxel F1 of cleft labels")
+    q.add_argument("--pred", required=True, help="predicted cleft labels (volume spec)")
+    q.add_argument("--truth", required=True, help="true cleft labels (volume spec)")
+    q.add_argument("--iou", type=float, default=0.1, help="IoU needed for a match (default 0.1)")
+    q.add_argument("--any-overlap", action="store_true", help="match on any overlap instead")
+    q = ev.add_parser("assignment", help="partner accuracy given the true clefts")
+    q.add_argument("--pred", required=True, help="predicted edges or partners (CSV)")
+    q.add_argument("--truth", required=True, help="true partners CSV (cleft_id,pre_id,post_id)")
+    q.add_argument("--polyadic", action="store_true", help="score as polyadic edges")
+    q = ev.add_parser("edges", help="combined system: detected clefts plus assignment")
+    q.add_argument("--pred-clefts", required=True, help="predicted cleft labels (volume spec)")
+    q.add_argument("--pred", required=True, help="predicted edge table (CSV)")
+    q.add_argument("--truth-clefts", required=True, help="true cleft labels (volume spec)")
+    q.add_argument("--truth", required=True, help="true partners CSV (cleft_id,pre_id,post_id)")
+    for q in ev.choices.values():
+        q.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="cleft table (and edge table) from label volumes")
+    p.add_argument("--clefts", required=True, help="cleft labels (volume spec)")
+    p.add_argument("--prob", help="cleft probability map, for the score column")
+    p.add_argument("--segmentation", help="neuron segmentation, for the edge table")
+    p.add_argument("--partners", help="partners CSV (cleft_id,pre_id,post_id), for the edge table")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
+    p.add_argument("--out", required=True, help="output folder for clefts.csv and edges.csv")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("convert", help="write volumes (and partners) in another format")
+    p.add_argument("--image", required=True, help="EM volume (volume spec)")
+    p.add_argument("--segmentation", help="neuron segmentation (volume spec)")
+    p.add_argument("--clefts", help="cleft labels (volume spec)")
+    p.add_argument("--partners", help="partners CSV (CREMI output only)")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
+    p.add_argument("--to", required=True, choices=["zarr", "zarr2", "ome-zarr", "cremi", "tiff"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except AvanInputError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
