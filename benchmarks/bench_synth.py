@@ -21,7 +21,8 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vnc_sta
 
 def image_stats(image: np.ndarray) -> str:
     p1, p50, p99 = np.percentile(image, [1, 50, 99])
-    return f"mean {image.mean():6.1f}  sd {image.std():5.1f}  p1/p50/p99 {p1:.0f}/{p50:.0f}/{p99:.0f}"
+    spread = f"p1/p50/p99 {p1:.0f}/{p50:.0f}/{p99:.0f}"
+    return f"mean {image.mean():6.1f}  sd {image.std():5.1f}  {spread}"
 
 
 def main() -> None:

@@ -29,8 +29,11 @@ def main() -> None:
         sample.clefts, sample.segmentation, sample.partners, voxel_size_nm=sample.voxel_size_nm
     )
     print(f"{len(clefts)} clefts, {len(edges)} edges; first edge:")
-    print(edges.iloc[0][["cleft_segid", "presyn_segid", "postsyn_segid", "presyn_x", "presyn_y",
-                          "presyn_z"]].to_string())
+    print(
+        edges.iloc[0][
+            ["cleft_segid", "presyn_segid", "postsyn_segid", "presyn_x", "presyn_y", "presyn_z"]
+        ].to_string()
+    )
 
     # A "prediction" that loses the smallest cleft and swaps one pre/post pair.
     smallest = int(clefts.loc[clefts["size"].idxmin(), "cleft_segid"])

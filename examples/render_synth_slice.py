@@ -26,8 +26,10 @@ def overlay(image: np.ndarray, seg: np.ndarray, clefts: np.ndarray, partners) ->
     present = set(np.unique(clefts[clefts > 0]).tolist())
     for row in partners.itertuples(index=False):
         if int(row.cleft_id) in present:
-            for seg_id, colour, alpha in ((row.pre_id, (255, 0, 255), 0.4),
-                                          (row.post_id, (0, 255, 0), 0.3)):
+            for seg_id, colour, alpha in (
+                (row.pre_id, (255, 0, 255), 0.4),
+                (row.post_id, (0, 255, 0), 0.3),
+            ):
                 cell = seg == int(seg_id)
                 rgb[cell] = rgb[cell] * (1 - alpha) + np.array(colour) * alpha
     border = np.zeros(seg.shape, bool)
@@ -46,11 +48,14 @@ def main() -> None:
     import imageio.v3 as iio
     import pandas as pd
 
-    sample = synthesize(seed=args.seed, polyadic=True, shape=(20, SIZE, SIZE),
-                        voxel_size_nm=(50, 4.6, 4.6))
+    sample = synthesize(
+        seed=args.seed, polyadic=True, shape=(20, SIZE, SIZE), voxel_size_nm=(50, 4.6, 4.6)
+    )
     z = int(np.argmax((sample.clefts > 0).sum(axis=(1, 2))))
-    synth = [sample.image[z],
-             overlay(sample.image[z], sample.segmentation[z], sample.clefts[z], sample.partners)]
+    synth = [
+        sample.image[z],
+        overlay(sample.image[z], sample.segmentation[z], sample.clefts[z], sample.partners),
+    ]
     panels = []
     if REAL.exists():
         real = np.load(REAL)
@@ -61,8 +66,10 @@ def main() -> None:
         x0 = int(np.clip(cx - SIZE // 2, 0, real["image"].shape[2] - SIZE))
         window = (cz, slice(y0, y0 + SIZE), slice(x0, x0 + SIZE))
         image = real["image"][window]
-        panels += [image, overlay(image, real["segmentation"][window], real["clefts"][window],
-                                  partners)]
+        panels += [
+            image,
+            overlay(image, real["segmentation"][window], real["clefts"][window], partners),
+        ]
     panels += synth
     gap = np.full((SIZE, 8, 3), 255, np.uint8)
     row = []
@@ -72,8 +79,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(out, np.concatenate(row[:-1], axis=1))
-    print(f"wrote {out} ({'real | real labelled | ' if REAL.exists() else ''}"
-          "synthetic | synthetic labelled)")
+    print(
+        f"wrote {out} ({'real | real labelled | ' if REAL.exists() else ''}"
+        "synthetic | synthetic labelled)"
+    )
 
 
 if __name__ == "__main__":

@@ -186,7 +186,7 @@ def bad_inputs(tmp_path: Path) -> Path:
         (["--image", "{d}/missing.zarr"], "does not exist"),
         (["--image", "{d}/volume.xyz"], "format"),
         (["--image", "{d}/vol.npy", "--voxel-size", "0,4,4"], "positive"),
-        (["--image", "{d}/vol.npy", "--voxel-size", "-40,4,4"], "positive"),
+        (["--image", "{d}/vol.npy", "--voxel-size=-40,4,4"], "positive"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
@@ -194,7 +194,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     out = bad_inputs / "out.zarr"
     filled = [a.format(d=bad_inputs) for a in args]
-    if "--voxel-size" not in filled:
+    if not any(a.startswith("--voxel-size") for a in filled):
         filled += ["--voxel-size", "40,4,4"]
     before = sorted(p.name for p in bad_inputs.iterdir())
     run = run_cli("convert", *filled, "--to", "zarr", "--out", str(out))
