@@ -53,7 +53,6 @@ def test_open_sample_through_napari(make_napari_viewer) -> None:
 
 def test_reader_opens_synth_output(make_napari_viewer, tmp_path: Path) -> None:
     from napari_avan.core.synth import synthesize
-
     from napari_avan.io import write_sample
 
     sample = synthesize(seed=3, shape=(8, 96, 96))
