@@ -152,6 +152,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
             raise AvanInputError(
                 "the voxel size is unknown: pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
             )
+        assert partners is not None  # checked with the segmentation above
         edge_df = edge_table(clefts.data, seg.data, partners, voxel_size_nm=voxel_size)
     out.mkdir(parents=True, exist_ok=True)
     write_table(cleft_df, targets[0], overwrite=args.overwrite)

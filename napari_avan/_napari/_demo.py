@@ -99,7 +99,7 @@ def _focus_largest_cleft(viewer: object, clefts: object) -> None:
     assert isinstance(clefts, pd.DataFrame)
     if clefts.empty:
         return
-    row = clefts.loc[clefts["size"].idxmax()]
+    row = clefts.sort_values("size").iloc[-1]
     z = int(np.round(row["centroid_z"]))
     dims = viewer.dims  # type: ignore[attr-defined]
     step = list(dims.current_step)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -387,7 +388,7 @@ def edge_table(
     outside: dict[tuple[int, str], list[int]] = {}  # (segment, side) -> rows, filled later
     where = {int(cid): i for i, cid in enumerate(stats.ids.astype(np.int64))}
     for cleft_id, rows in table.groupby("cleft_id", sort=True).indices.items():
-        i = where[int(cleft_id)]
+        i = where[int(cast(int, cleft_id))]
         slices, region = dilated_label_region(
             clefts, stats.ids[i], stats.bbox_begin[i], stats.bbox_end[i], structure
         )
@@ -398,21 +399,23 @@ def edge_table(
         centre_nm = stats.centroid[i] * voxel_size
         nearest = _nearest_voxels(zyx, segs, centre_nm, voxel_size)
         for side, column in (("pre", "pre_id"), ("post", "post_id")):
+            ids = table[column].to_numpy(np.int64)
             for row in rows:
-                seg_id = int(table[column].iat[row])
+                seg_id = int(ids[row])
                 if seg_id in nearest:
                     points[side][row], sizes[side][row] = nearest[seg_id]
                 else:
                     outside.setdefault((seg_id, side), []).append(row)
 
     missing_segments = []
+    cleft_ids = table["cleft_id"].to_numpy(np.int64)
     for (seg_id, side), rows_out in outside.items():
         anywhere = np.argwhere(segmentation == seg_id).astype(np.int64)  # rare slow path
         if anywhere.size == 0:
             missing_segments.append(seg_id)
             continue
         for row in rows_out:
-            i = where[int(table["cleft_id"].iat[row])]
+            i = where[int(cleft_ids[row])]
             d2 = (((anywhere * voxel_size) - stats.centroid[i] * voxel_size) ** 2).sum(axis=1)
             points[side][row] = anywhere[int(np.argmin(d2))]
     if missing_segments:
