@@ -1,9 +1,11 @@
-"""Render a synthetic EM slice next to a real ssTEM slice, raw and with labels.
+"""Render a synthetic EM slice next to a real ssTEM slice, raw and with labels overlaid.
 
-Shows what ``synthesize`` makes at the real data's voxel size (50 x 4.6 x 4.6 nm):
-segment borders in yellow, clefts in cyan, presynaptic cells tinted magenta and
-postsynaptic cells green. Run ``python examples/render_synth_slice.py [--out PNG]``;
-the real crop is read from ../shared/data beside the repository (never copied).
+Shows what ``napari_avan.core.synth.synthesize`` makes at the real data's voxel size
+(50 x 4.6 x 4.6 nm). Left two panels: a real section of the Drosophila VNC crop in
+``../shared/data``; right two: a synthetic polyadic section. Each is shown raw, then with segment
+borders (yellow), clefts (cyan), presynaptic cells (magenta) and postsynaptic cells (green).
+Writes one PNG with numpy and imageio only.
+Run ``python examples/render_synth_slice.py [--out PNG] [--seed N]``.
 """
 
 from __future__ import annotations
@@ -11,33 +13,53 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
+import pandas as pd
 
 from napari_avan.core.synth import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "vnc_stack1_left" / "vnc_left.npz"
-SIZE = 320
+REAL = REPO.parent / "shared" / "data" / "vnc_stack1_left"
+PANEL = 256  # pixels per panel side
+GAP = 6
 
 
-def overlay(image: np.ndarray, seg: np.ndarray, clefts: np.ndarray, partners) -> np.ndarray:
-    """Grey slice to RGB with borders, clefts and partner tints."""
-    rgb = np.repeat(image[..., None], 3, axis=-1).astype(np.float64)
-    present = set(np.unique(clefts[clefts > 0]).tolist())
-    for row in partners.itertuples(index=False):
-        if int(row.cleft_id) in present:
-            for seg_id, colour, alpha in (
-                (row.pre_id, (255, 0, 255), 0.4),
-                (row.post_id, (0, 255, 0), 0.3),
-            ):
-                cell = seg == int(seg_id)
-                rgb[cell] = rgb[cell] * (1 - alpha) + np.array(colour) * alpha
+def best_view(clefts: np.ndarray, size: int) -> tuple[int, int, int]:
+    """Section and top-left corner of the ``size`` crop holding the most cleft voxels."""
+    counts = (clefts > 0).reshape(clefts.shape[0], -1).sum(axis=1)
+    z = int(np.argmax(counts))
+    ys, xs = np.nonzero(clefts[z])
+    n_y, n_x = clefts.shape[1:]
+    if ys.size == 0:
+        return z, max(0, (n_y - size) // 2), max(0, (n_x - size) // 2)
+    y0 = int(np.clip(np.median(ys) - size // 2, 0, max(0, n_y - size)))
+    x0 = int(np.clip(np.median(xs) - size // 2, 0, max(0, n_x - size)))
+    return z, y0, x0
+
+
+def overlay(image: np.ndarray, seg: np.ndarray, clefts: np.ndarray, partners: pd.DataFrame):
+    """RGB panel: image with pre/post tints, segment borders and clefts."""
+    rgb = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    pre = np.isin(seg, partners["pre_id"].to_numpy(np.int64))
+    post = np.isin(seg, partners["post_id"].to_numpy(np.int64)) & ~pre
+    for mask, colour in ((pre, (255, 0, 255)), (post, (0, 220, 0))):
+        rgb[mask] = 0.65 * rgb[mask] + 0.35 * np.array(colour, np.float32)
     border = np.zeros(seg.shape, bool)
-    border[1:] |= seg[1:] != seg[:-1]
-    border[:, 1:] |= seg[:, 1:] != seg[:, :-1]
-    rgb[border & (seg > 0)] = (255, 230, 0)
-    rgb[clefts > 0] = (0, 255, 255)
-    return rgb.astype(np.uint8)
+    border[:-1] |= seg[:-1] != seg[1:]
+    border[:, :-1] |= seg[:, :-1] != seg[:, 1:]
+    rgb[border] = 0.3 * rgb[border] + 0.7 * np.array((255, 220, 0), np.float32)
+    cleft = clefts > 0
+    rgb[cleft] = 0.25 * rgb[cleft] + 0.75 * np.array((0, 230, 255), np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def panels(image, seg, clefts, partners, size: int) -> list[np.ndarray]:
+    """Raw and overlaid crops (size x size) of the best section."""
+    z, y0, x0 = best_view(clefts, size)
+    crop = (z, slice(y0, y0 + size), slice(x0, x0 + size))
+    raw = np.repeat(image[crop][..., None], 3, axis=2)
+    return [raw, overlay(image[crop], seg[crop], clefts[crop], partners)]
 
 
 def main() -> None:
@@ -45,44 +67,29 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "images" / "synth_vs_real.png"))
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
-    import imageio.v3 as iio
-    import pandas as pd
 
+    voxel = (50.0, 4.6, 4.6)
     sample = synthesize(
-        seed=args.seed, polyadic=True, shape=(20, SIZE, SIZE), voxel_size_nm=(50, 4.6, 4.6)
+        seed=args.seed, shape=(12, PANEL, PANEL), voxel_size_nm=voxel, polyadic=True
     )
-    z = int(np.argmax((sample.clefts > 0).sum(axis=(1, 2))))
-    synth = [
-        sample.image[z],
-        overlay(sample.image[z], sample.segmentation[z], sample.clefts[z], sample.partners),
-    ]
-    panels = []
-    if REAL.exists():
-        real = np.load(REAL)
-        partners = pd.read_csv(REAL.parent / "partners.csv")
-        # the section and window around the largest real synapse
-        cz, cy, cx = (int(v) for v in np.argwhere(real["clefts"] == 1).mean(axis=0))
-        y0 = int(np.clip(cy - SIZE // 2, 0, real["image"].shape[1] - SIZE))
-        x0 = int(np.clip(cx - SIZE // 2, 0, real["image"].shape[2] - SIZE))
-        window = (cz, slice(y0, y0 + SIZE), slice(x0, x0 + SIZE))
-        image = real["image"][window]
-        panels += [
-            image,
-            overlay(image, real["segmentation"][window], real["clefts"][window], partners),
-        ]
-    panels += synth
-    gap = np.full((SIZE, 8, 3), 255, np.uint8)
-    row = []
-    for panel in panels:
-        rgb = panel if panel.ndim == 3 else np.repeat(panel[..., None], 3, axis=-1)
-        row += [rgb.astype(np.uint8), gap]
+    rows: list[list[np.ndarray]] = []
+    if (REAL / "vnc_left.npz").exists():
+        with np.load(REAL / "vnc_left.npz") as real:
+            image, seg, clefts = real["image"], real["segmentation"], real["clefts"]
+        partners = pd.read_csv(REAL / "partners.csv")
+        rows.append(panels(image, seg, clefts, partners, PANEL))
+    else:
+        print(f"real data not found at {REAL}: rendering the synthetic slice only")
+    rows.append(panels(sample.image, sample.segmentation, sample.clefts, sample.partners, PANEL))
+    tiles = [tile for pair in rows for tile in pair]
+    canvas = np.full((PANEL, len(tiles) * (PANEL + GAP) - GAP, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        left = i * (PANEL + GAP)
+        canvas[:, left : left + PANEL] = tile
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(out, np.concatenate(row[:-1], axis=1))
-    print(
-        f"wrote {out} ({'real | real labelled | ' if REAL.exists() else ''}"
-        "synthetic | synthetic labelled)"
-    )
+    iio.imwrite(out, canvas, compress_level=9)
+    print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
 
 
 if __name__ == "__main__":
