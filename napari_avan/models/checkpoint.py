@@ -1,0 +1,189 @@
+"""Model files (DESIGN section 4): a folder with ``weights.pt`` (a plain state_dict) and
+``model.json`` (architecture, working voxel size, training metadata, weights sha256).
+
+Weights load with ``torch.load(weights_only=True)``, so a file that carries code is refused;
+the sha256 recorded in ``model.json`` (and, for bundled models, in the registry) is checked
+before anything is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_avan.models.networks import (
+    PrunerConfig,
+    PrunerNet,
+    ResidualSymmetricUNet,
+    UNetConfig,
+)
+from napari_avan.types import AvanInputError
+
+FORMAT = "napari-avan-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.pt"
+META_FILE = "model.json"
+
+
+@dataclass
+class LoadedModel:
+    """A network with its metadata, as read from a model folder."""
+
+    network: nn.Module
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_network(architecture: dict[str, Any]) -> nn.Module:
+    """Construct the network an architecture record describes."""
+    kind = architecture.get("kind")
+    config = architecture.get("config")
+    if not isinstance(config, dict):
+        raise AvanInputError("the model metadata has no architecture config")
+    if kind == "unet":
+        return ResidualSymmetricUNet(UNetConfig.from_dict(config))
+    if kind == "pruner":
+        return PrunerNet(PrunerConfig.from_dict(config))
+    raise AvanInputError(f"unknown architecture kind {kind!r} in the model metadata")
+
+
+def _architecture(network: nn.Module) -> dict[str, Any]:
+    if isinstance(network, ResidualSymmetricUNet):
+        return {"kind": "unet", "config": network.config.to_dict()}
+    if isinstance(network, PrunerNet):
+        return {"kind": "pruner", "config": network.config.to_dict()}
+    raise AvanInputError(f"cannot save a {type(network).__name__}: not a napari-avan network")
+
+
+def save_model(
+    directory: str | Path,
+    network: nn.Module,
+    metadata: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``network`` and its metadata to a model folder, atomically.
+
+    Args:
+        directory: the model folder to create.
+        network: a :class:`ResidualSymmetricUNet` or :class:`PrunerNet`.
+        metadata: JSON-safe extras (working voxel size, patch shape, normalisation,
+            target, training data and steps, metrics).
+        overwrite: replace an existing folder.
+
+    Returns:
+        The folder written.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise AvanInputError(f"{directory} exists: choose another folder or pass overwrite")
+    record = {
+        **(metadata or {}),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": _architecture(network),
+    }
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        torch.save(state, tmp / WEIGHTS_FILE)
+        record["weights_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
+        (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise AvanInputError(
+            f"could not write model {directory}: {err.strerror or err}; free space or "
+            "choose another folder"
+        ) from err
+    return directory
+
+
+def _files(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        return path / WEIGHTS_FILE, path / META_FILE
+    return path, path.with_name(META_FILE)
+
+
+def load_model(
+    path: str | Path, *, expected_sha256: str | None = None, map_location: str = "cpu"
+) -> LoadedModel:
+    """Read a model folder (or its ``weights.pt``) written by :func:`save_model`.
+
+    Args:
+        path: the model folder, or the weights file with ``model.json`` beside it.
+        expected_sha256: the weights' hash from a trusted registry (bundled models).
+        map_location: torch device to load the tensors onto.
+
+    Raises:
+        AvanInputError: the files are missing, not a napari-avan model, corrupt or
+            altered (hash mismatch), carry code, or do not fit their architecture.
+    """
+    path = Path(path)
+    weights, meta_path = _files(path)
+    if not weights.is_file() or not meta_path.is_file():
+        raise AvanInputError(
+            f"{path} is not a model: expected a folder with {WEIGHTS_FILE} and {META_FILE}"
+        )
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise AvanInputError(f"{meta_path} is not readable JSON: the model is corrupt") from err
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise AvanInputError(f"{meta_path} does not describe a napari-avan model")
+    actual = sha256_of(weights)
+    for source, wanted in (
+        ("model.json", metadata.get("weights_sha256")),
+        ("the model registry", expected_sha256),
+    ):
+        if wanted is not None and wanted != actual:
+            raise AvanInputError(
+                f"{weights} does not match the sha256 in {source}: the file is corrupt or "
+                "was altered; restore or retrain it"
+            )
+    try:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise AvanInputError(
+            f"{weights} was refused: it is not a plain state_dict (it may carry code)"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise AvanInputError(f"{weights} is not a readable torch file: {err}") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AvanInputError(f"{weights} does not hold a state_dict of tensors")
+    network = build_network(metadata.get("architecture") or {})
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else "mismatch"
+        raise AvanInputError(
+            f"{weights} does not fit the architecture in {meta_path.name}: {first}"
+        ) from err
+    network.eval()
+    return LoadedModel(network=network, metadata=metadata, path=path)

@@ -1,0 +1,259 @@
+"""Networks of DESIGN section 4: the Residual Symmetric U-Net, its cleft-detector and AVAN
+configurations, and the pruner network of the baselines.
+
+All tensors are (batch, channel, z, y, x). Convolutions are padded so that a network's
+output has its input's spatial shape, as long as y and x divide by ``2 ** (levels - 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_avan.types import AvanInputError
+
+NORMS = ("group", "batch")
+#: Output channels of each cleft-detector target (DESIGN section 4).
+DETECTOR_TARGETS = {"mask": 1, "proximity": 1, "cleftnet": 2}
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a :class:`ResidualSymmetricUNet`.
+
+    Attributes:
+        in_channels, out_channels: channels of the input and the output.
+        widths: feature channels per level, finest first (one pooling between levels).
+        norm: ``"group"`` (GroupNorm, batch-size independent) or ``"batch"``.
+        groups: GroupNorm groups (must divide every width).
+        io_kernel: kernel of the anisotropic input and output convolutions.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 1
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    norm: str = "group"
+    groups: int = 8
+    io_kernel: tuple[int, int, int] = (1, 5, 5)
+
+    def __post_init__(self) -> None:
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise AvanInputError("a network needs at least one input and one output channel")
+        if not self.widths or min(self.widths) < 1:
+            raise AvanInputError(f"widths {self.widths!r} must be positive channel counts")
+        if self.norm not in NORMS:
+            raise AvanInputError(f"norm {self.norm!r} is not one of {NORMS}")
+        if self.norm == "group" and any(w % self.groups for w in self.widths):
+            raise AvanInputError(f"GroupNorm groups {self.groups} must divide every width")
+        if len(self.io_kernel) != 3 or any(k % 2 == 0 for k in self.io_kernel):
+            raise AvanInputError(f"io_kernel {self.io_kernel!r} must be three odd sizes")
+
+    @property
+    def levels(self) -> int:
+        return len(self.widths)
+
+    @property
+    def divisor(self) -> tuple[int, int, int]:
+        """Input (z, y, x) sizes must be multiples of this."""
+        step = 2 ** (self.levels - 1)
+        return (1, step, step)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["widths"] = list(self.widths)
+        data["io_kernel"] = list(self.io_kernel)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AvanInputError(f"unknown network option(s) {unknown} in the model metadata")
+        values = dict(data)
+        if "widths" in values:
+            values["widths"] = tuple(int(w) for w in values["widths"])
+        if "io_kernel" in values:
+            k = [int(v) for v in values["io_kernel"]]
+            values["io_kernel"] = (k[0], k[1], k[2])
+        return cls(**values)
+
+
+def _norm(config: UNetConfig, channels: int) -> nn.Module:
+    if config.norm == "batch":
+        return nn.BatchNorm3d(channels)
+    return nn.GroupNorm(config.groups, channels)
+
+
+def _same_pad(kernel: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (kernel[0] // 2, kernel[1] // 2, kernel[2] // 2)
+
+
+class ResidualBlock(nn.Module):
+    """A 3x3x3 convolution into a residual pair of 3x3x3 convolutions."""
+
+    def __init__(self, config: UNetConfig, in_channels: int, channels: int) -> None:
+        super().__init__()
+        k = (3, 3, 3)
+        self.entry = nn.Sequential(
+            nn.Conv3d(in_channels, channels, k, padding=_same_pad(k)),
+            _norm(config, channels),
+            nn.ELU(inplace=True),
+        )
+        self.body = nn.Sequential(
+            nn.Conv3d(channels, channels, k, padding=_same_pad(k)),
+            _norm(config, channels),
+            nn.ELU(inplace=True),
+            nn.Conv3d(channels, channels, k, padding=_same_pad(k)),
+            _norm(config, channels),
+        )
+        self.act = nn.ELU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.entry(x)
+        return self.act(x + self.body(x))
+
+
+class ResizeConv(nn.Module):
+    """Upsample in-plane by 2 with a fixed interpolation, then a 1x1x1 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest")
+        return self.conv(x)
+
+
+class ResidualSymmetricUNet(nn.Module):
+    """Residual Symmetric U-Net (DESIGN section 4); returns logits."""
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or UNetConfig()
+        widths = config.widths
+        self.input = nn.Sequential(
+            nn.Conv3d(
+                config.in_channels, widths[0], config.io_kernel, padding=_same_pad(config.io_kernel)
+            ),
+            _norm(config, widths[0]),
+            nn.ELU(inplace=True),
+        )
+        self.down = nn.ModuleList(
+            ResidualBlock(config, widths[max(0, i - 1)], w) for i, w in enumerate(widths)
+        )
+        self.pool = nn.MaxPool3d((1, 2, 2))
+        self.up = nn.ModuleList(
+            ResizeConv(widths[i + 1], widths[i]) for i in range(len(widths) - 1)
+        )
+        self.up_blocks = nn.ModuleList(
+            ResidualBlock(config, widths[i], widths[i]) for i in range(len(widths) - 1)
+        )
+        self.output = nn.Conv3d(
+            widths[0], config.out_channels, config.io_kernel, padding=_same_pad(config.io_kernel)
+        )
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise AvanInputError when ``x`` cannot pass through the network unchanged in size."""
+        if x.ndim != 5 or x.shape[1] != self.config.in_channels:
+            raise AvanInputError(
+                f"network input must be (batch, {self.config.in_channels}, z, y, x), "
+                f"got {tuple(x.shape)}"
+            )
+        for size, div, axis in zip(x.shape[2:], self.config.divisor, "zyx", strict=True):
+            if size % div:
+                raise AvanInputError(
+                    f"patch size {size} along {axis} is not a multiple of {div}: "
+                    "pad or choose another patch shape"
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = self.input(x)
+        skips = []
+        for level, block in enumerate(self.down):
+            if level:
+                x = self.pool(x)
+            x = block(x)
+            skips.append(x)
+        for level in reversed(range(len(self.up))):
+            x = self.up[level](x) + skips[level]
+            x = self.up_blocks[level](x)
+        return self.output(x)
+
+
+def cleft_detector_config(
+    target: str = "mask", widths: tuple[int, ...] = (16, 32, 64, 128), norm: str = "group"
+) -> UNetConfig:
+    """The cleft detector: one input channel; outputs per ``target`` (DESIGN section 4)."""
+    if target not in DETECTOR_TARGETS:
+        raise AvanInputError(f"detector target {target!r} is not one of {sorted(DETECTOR_TARGETS)}")
+    return UNetConfig(1, DETECTOR_TARGETS[target], widths, norm)
+
+
+def avan_config(widths: tuple[int, ...] = (16, 32, 64), norm: str = "group") -> UNetConfig:
+    """AVAN: image and one cleft's mask in, presynaptic and postsynaptic logits out.
+
+    One level fewer than the detector, as in the paper.
+    """
+    return UNetConfig(2, 2, widths, norm)
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    """Architecture of a :class:`PrunerNet` (mask and proximity pruner baselines)."""
+
+    in_channels: int = 4
+    widths: tuple[int, ...] = (16, 32, 64)
+    hidden: int = 64
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "widths": list(self.widths), "hidden": self.hidden}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrunerConfig:
+        try:
+            return cls(
+                int(data["in_channels"]), tuple(int(w) for w in data["widths"]), int(data["hidden"])
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise AvanInputError(f"bad pruner architecture in the model metadata: {err}") from err
+
+
+class PrunerNet(nn.Module):
+    """Candidate classifier: (image, cleft, candidate pre, candidate post) -> one logit."""
+
+    def __init__(self, config: PrunerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or PrunerConfig()
+        layers: list[nn.Module] = []
+        channels = config.in_channels
+        for width in config.widths:
+            layers += [
+                nn.Conv3d(channels, width, (1, 3, 3), padding=(0, 1, 1)),
+                nn.ELU(inplace=True),
+                nn.Conv3d(width, width, (3, 3, 3), padding=(1, 1, 1)),
+                nn.ELU(inplace=True),
+                nn.MaxPool3d((1, 2, 2)),
+            ]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool3d(1),
+            nn.Flatten(),
+            nn.Linear(channels, config.hidden),
+            nn.ELU(inplace=True),
+            nn.Linear(config.hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5 or x.shape[1] != self.config.in_channels:
+            raise AvanInputError(
+                f"pruner input must be (batch, {self.config.in_channels}, z, y, x), "
+                f"got {tuple(x.shape)}"
+            )
+        return self.head(self.features(x)).squeeze(1)

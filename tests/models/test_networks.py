@@ -1,0 +1,170 @@
+"""Networks and model files (DESIGN section 4), on tiny configurations."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_avan.models.checkpoint import META_FILE, WEIGHTS_FILE, load_model, save_model
+from napari_avan.models.networks import (
+    PrunerConfig,
+    PrunerNet,
+    ResidualSymmetricUNet,
+    UNetConfig,
+    avan_config,
+    cleft_detector_config,
+)
+from napari_avan.types import AvanInputError
+
+TINY = (4, 8)
+
+
+def tiny_unet(**kwargs) -> ResidualSymmetricUNet:
+    torch.manual_seed(0)
+    return ResidualSymmetricUNet(UNetConfig(widths=TINY, groups=2, **kwargs))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 8, 24), (5, 32, 8)])
+def test_unet_keeps_spatial_shape(shape: tuple[int, int, int]) -> None:
+    net = tiny_unet(in_channels=2, out_channels=3).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 2, *shape))
+    assert out.shape == (2, 3, *shape)
+
+
+def test_unet_levels_and_anisotropy() -> None:
+    config = UNetConfig(widths=(4, 8, 16), groups=2)
+    net = ResidualSymmetricUNet(config)
+    assert config.divisor == (1, 4, 4)
+    assert net.input[0].kernel_size == (1, 5, 5)
+    assert net.output.kernel_size == (1, 5, 5)
+    assert net.pool.kernel_size == (1, 2, 2)
+    # resize-convolution: a 1x1x1 convolution after a fixed upsampling
+    assert all(up.conv.kernel_size == (1, 1, 1) for up in net.up)
+    with pytest.raises(AvanInputError, match="multiple of 4"):
+        net(torch.rand(1, 1, 2, 10, 16))
+    with pytest.raises(AvanInputError, match="batch, 1"):
+        net(torch.rand(1, 2, 2, 16, 16))
+
+
+def test_unet_output_depends_on_far_context() -> None:
+    """The deepest level sees beyond the input convolution's footprint (receptive field)."""
+    net = tiny_unet().eval()
+    x = torch.zeros(1, 1, 1, 32, 32)
+    with torch.no_grad():
+        base = net(x)[0, 0, 0, 16, 16]
+        x[0, 0, 0, 16, 26] = 5.0  # 10 px away: outside a 5x5 kernel, inside the U
+        moved = net(x)[0, 0, 0, 16, 16]
+    assert not torch.isclose(base, moved)
+
+
+def test_builders_follow_the_design() -> None:
+    assert cleft_detector_config("mask").out_channels == 1
+    assert cleft_detector_config("cleftnet").out_channels == 2
+    avan = avan_config()
+    detector = cleft_detector_config()
+    assert (avan.in_channels, avan.out_channels) == (2, 2)
+    assert avan.levels == detector.levels - 1
+    with pytest.raises(AvanInputError, match="target"):
+        cleft_detector_config("membranes")
+    with pytest.raises(AvanInputError, match="norm"):
+        UNetConfig(norm="layer")
+    with pytest.raises(AvanInputError, match="groups"):
+        UNetConfig(widths=(6, 12), groups=4)
+    batch = ResidualSymmetricUNet(UNetConfig(widths=TINY, norm="batch"))
+    assert isinstance(batch.input[1], torch.nn.BatchNorm3d)
+
+
+def test_pruner_gives_one_logit_per_candidate() -> None:
+    net = PrunerNet(PrunerConfig(widths=(4, 8), hidden=8)).eval()
+    with torch.no_grad():
+        out = net(torch.rand(3, 4, 3, 32, 32))
+    assert out.shape == (3,)
+    with pytest.raises(AvanInputError, match="batch, 4"):
+        net(torch.rand(3, 2, 3, 32, 32))
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+@pytest.mark.parametrize("make", [tiny_unet, lambda: PrunerNet(PrunerConfig(widths=(4,), hidden=8))])
+def test_save_load_round_trip(tmp_path: Path, make) -> None:
+    net = make().eval()
+    folder = save_model(tmp_path / "model", net, {"voxel_size_nm": [40, 4, 4], "steps": 3})
+    loaded = load_model(folder)
+    assert loaded.metadata["steps"] == 3
+    assert loaded.metadata["voxel_size_nm"] == [40, 4, 4]
+    x = torch.rand(2, net.config.in_channels, 2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(x), net(x))
+    # the weights file alone also finds its metadata
+    assert load_model(folder / WEIGHTS_FILE).metadata == loaded.metadata
+
+
+def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "m", tiny_unet())
+    before = (folder / WEIGHTS_FILE).read_bytes()
+    with pytest.raises(AvanInputError, match="exists"):
+        save_model(folder, tiny_unet(out_channels=2))
+    assert (folder / WEIGHTS_FILE).read_bytes() == before
+    save_model(folder, tiny_unet(out_channels=2), overwrite=True)
+    assert load_model(folder).network.config.out_channels == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporaries left
+
+
+def test_corrupt_and_foreign_files_are_named(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "m", tiny_unet())
+    with pytest.raises(AvanInputError, match="is not a model"):
+        load_model(tmp_path / "nothing")
+    weights = folder / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(AvanInputError, match="sha256"):
+        load_model(folder)
+    with pytest.raises(AvanInputError, match="registry"):
+        good = save_model(tmp_path / "g", tiny_unet())
+        load_model(good, expected_sha256="0" * 64)
+    (folder / META_FILE).write_text("{not json")
+    with pytest.raises(AvanInputError, match="JSON"):
+        load_model(folder)
+    (folder / META_FILE).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(AvanInputError, match="napari-avan model"):
+        load_model(folder)
+
+
+def test_mismatched_architecture_is_named(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "m", tiny_unet())
+    meta = json.loads((folder / META_FILE).read_text())
+    meta["architecture"]["config"]["widths"] = [4, 8, 16]
+    (folder / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(AvanInputError, match="does not fit the architecture"):
+        load_model(folder)
+
+
+class _Payload:
+    """Unpickling this would run code: it must never be unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_pickle_carrying_code_is_refused(tmp_path: Path) -> None:
+    folder = save_model(tmp_path / "m", tiny_unet())
+    marker = tmp_path / "code-ran"
+    torch.save({"weight": _Payload(marker)}, folder / WEIGHTS_FILE)
+    meta = json.loads((folder / META_FILE).read_text())
+    from napari_avan.models.checkpoint import sha256_of
+
+    meta["weights_sha256"] = sha256_of(folder / WEIGHTS_FILE)  # passes the hash check
+    (folder / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(AvanInputError, match="refused"):
+        load_model(folder)
+    assert not marker.exists()
