@@ -91,7 +91,9 @@ def test_pruner_gives_one_logit_per_candidate() -> None:
 # ----------------------------------------------------------------------------- model files
 
 
-@pytest.mark.parametrize("make", [tiny_unet, lambda: PrunerNet(PrunerConfig(widths=(4,), hidden=8))])
+@pytest.mark.parametrize(
+    "make", [tiny_unet, lambda: PrunerNet(PrunerConfig(widths=(4,), hidden=8))]
+)
 def test_save_load_round_trip(tmp_path: Path, make) -> None:
     net = make().eval()
     folder = save_model(tmp_path / "model", net, {"voxel_size_nm": [40, 4, 4], "steps": 3})
