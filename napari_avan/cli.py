@@ -233,6 +233,48 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_avan.io import read_volume, write_table, write_volume
+    from napari_avan.models.checkpoint import load_model
+    from napari_avan.models.detect import iter_detect
+    from napari_avan.models.device import plan
+
+    image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
+    if image.voxel_size_nm is None:
+        raise AvanInputError(
+            f"the voxel size of {args.image!r} is unknown: pass --voxel-size Z,Y,X (nm)"
+        )
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise AvanInputError(f"{out} exists: pass --overwrite to replace its outputs")
+    model = load_model(args.model)
+    run = plan(args.device)
+    detection = None
+    with tqdm(desc=f"detect on {run.describe()}", unit="patch", disable=args.quiet) as bar:
+        for step in iter_detect(
+            model,
+            image.data,
+            image.voxel_size_nm,
+            run=run,
+            threshold=args.threshold,
+            min_size=args.min_size,
+            join_radius_nm=args.join_radius_nm,
+            flip_tta=args.tta,
+        ):
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+            detection = step.result
+    assert detection is not None
+    vs = image.voxel_size_nm
+    write_volume(out, detection.prob, vs, key="cleft_prob", overwrite=args.overwrite)
+    write_volume(out, detection.clefts, vs, key="clefts", overwrite=args.overwrite)
+    write_table(detection.table, out / "clefts.csv", overwrite=args.overwrite)
+    print(f"wrote {out} ({len(detection.table)} clefts)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -269,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm (default 40,4,4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("detect", help="detect clefts with a trained cleft detector")
+    p.add_argument("image", help="EM volume (volume spec)")
+    p.add_argument("--out", required=True, help="output zarr group (cleft_prob, clefts, CSV)")
+    p.add_argument("--model", required=True, help="model folder (see napari-avan train)")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
+    p.add_argument("--threshold", type=float, default=0.5, help="cleft probability cut")
+    p.add_argument("--min-size", type=int, default=50, help="smallest cleft in voxels")
+    p.add_argument(
+        "--join-radius-nm", type=float, default=0.0, help="join fragments closer in-plane"
+    )
+    p.add_argument("--tta", action="store_true", help="average the in-plane flips")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("evaluate", help="metrics of clefts, assignment or the combined system")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")

@@ -20,6 +20,7 @@ HEADLESS = (
     "napari_avan.models.checkpoint",
     "napari_avan.models.device",
     "napari_avan.models.inference",
+    "napari_avan.models.detect",
     "napari_avan.io",
     "napari_avan.models",
     "napari_avan.bulk",

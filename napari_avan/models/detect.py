@@ -1,0 +1,150 @@
+"""Cleft detection with a trained detector: resample, predict, label, tabulate.
+
+The image is resampled to the model's working voxel size (``voxel_size_nm`` in its
+metadata), predicted in overlapping patches, resampled back, and turned into cleft labels
+and the cleft table. :func:`iter_detect` yields progress per batch; stopping it cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_avan.core.clefts import clefts_from_probability
+from napari_avan.models.checkpoint import LoadedModel
+from napari_avan.models.device import RunPlan
+from napari_avan.models.inference import iter_predict, to_float
+from napari_avan.models.networks import ResidualSymmetricUNet
+from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
+
+#: Defaults when the model metadata does not say (z, y, x voxels at its working size).
+DEFAULT_PATCH = (16, 128, 128)
+DEFAULT_OVERLAP = (4, 32, 32)
+
+
+@dataclass
+class Detection:
+    """Cleft probability (float32), cleft labels (uint32) and the cleft table."""
+
+    prob: np.ndarray
+    clefts: np.ndarray
+    table: Any
+
+
+@dataclass
+class DetectProgress:
+    """``done`` of ``total`` patches; ``result`` is set on the last yield."""
+
+    done: int
+    total: int
+    result: Detection | None = None
+
+
+def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """Resize a (z, y, x) volume to ``shape`` (linear for order 1, nearest for 0)."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume
+    from scipy import ndimage
+
+    factors = [t / s for t, s in zip(shape, volume.shape, strict=True)]
+    out = ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
+    # zoom can miss the target by one voxel through rounding: crop or edge-pad to fit
+    out = out[tuple(slice(0, t) for t in shape)]
+    pad = [(0, t - s) for t, s in zip(shape, out.shape, strict=True)]
+    return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
+
+
+def _patch_for(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[int, ...]) -> tuple:
+    """The model's patch, shrunk to the (padded) volume where it is smaller."""
+    patch = []
+    for size, w, d in zip(shape, wanted, divisor, strict=True):
+        fit = min(w, -(-size // d) * d)  # round the volume size up to the divisor
+        patch.append(max(d, fit))
+    return tuple(patch)
+
+
+def iter_detect(
+    model: LoadedModel,
+    image: np.ndarray,
+    voxel_size_nm: VoxelSize,
+    *,
+    run: RunPlan | None = None,
+    threshold: float = 0.5,
+    min_size: int = 50,
+    join_radius_nm: float = 0.0,
+    flip_tta: bool = False,
+    batch_size: int = 1,
+) -> Iterator[DetectProgress]:
+    """Detect clefts in a (z, y, x) uint8 or float image.
+
+    Args:
+        model: a cleft detector from :func:`napari_avan.models.checkpoint.load_model`.
+        image: the EM volume.
+        voxel_size_nm: the image's voxel size (z, y, x).
+        run: device plan (default: best available).
+        threshold, min_size, join_radius_nm: post-processing
+            (:func:`napari_avan.core.clefts.clefts_from_probability`).
+        flip_tta: average the in-plane flips.
+        batch_size: patches per forward pass.
+    """
+    from napari_avan.core.tables import cleft_table
+
+    if image.ndim != 3:
+        raise AvanInputError(f"the image must be (z, y, x), got shape {image.shape}")
+    voxel = check_voxel_size(voxel_size_nm)
+    meta = model.metadata
+    working = check_voxel_size(meta.get("voxel_size_nm", voxel), what="model voxel size")
+    network = model.network
+    if not isinstance(network, ResidualSymmetricUNet) or network.config.in_channels != 1:
+        raise AvanInputError("this model is not a cleft detector (it must take the image alone)")
+    config = network.config
+    work_shape = tuple(
+        max(1, round(n * v / w)) for n, v, w in zip(image.shape, voxel, working, strict=True)
+    )
+    work = resample(to_float(np.asarray(image)), work_shape, order=1)
+    patch = _patch_for(work_shape, tuple(meta.get("patch", DEFAULT_PATCH)), config.divisor)
+    overlap = tuple(
+        min(int(o), p - 1) for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
+    )
+    proximity = meta.get("target") == "proximity"
+    result: np.ndarray | None = None
+    for step in iter_predict(
+        network,
+        work,
+        patch=patch,
+        overlap=overlap,
+        out_channels=config.out_channels,
+        run=run,
+        batch_size=batch_size,
+        flip_tta=flip_tta,
+        activation=None if proximity else "sigmoid",
+    ):
+        if step.result is None:
+            yield DetectProgress(step.done, step.total)
+        else:
+            result = step.result
+            total = step.total
+    assert result is not None
+    prob = resample(result[0], tuple(image.shape), order=1).astype(np.float32)
+    clefts = clefts_from_probability(
+        prob,
+        threshold=threshold,
+        min_size=min_size,
+        join_radius_nm=join_radius_nm,
+        voxel_size_nm=voxel,
+    )
+    yield DetectProgress(total, total, Detection(prob, clefts, cleft_table(clefts, prob)))
+
+
+def detect(
+    model: LoadedModel, image: np.ndarray, voxel_size_nm: VoxelSize, **kwargs: Any
+) -> Detection:
+    """Run :func:`iter_detect` to the end and return the detection."""
+    result = None
+    for step in iter_detect(model, image, voxel_size_nm, **kwargs):
+        result = step.result
+    assert result is not None
+    return result
