@@ -21,6 +21,7 @@ HEADLESS = (
     "napari_avan.models.device",
     "napari_avan.models.inference",
     "napari_avan.models.detect",
+    "napari_avan.models.assign",
     "napari_avan.io",
     "napari_avan.models",
     "napari_avan.bulk",
