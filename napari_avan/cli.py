@@ -275,6 +275,60 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assign(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_avan.core.tables import edge_table
+    from napari_avan.io import read_volume, write_table
+    from napari_avan.models.assign import edge_weights, iter_assign
+    from napari_avan.models.checkpoint import load_model
+    from napari_avan.models.device import plan
+
+    image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
+    clefts = _read_labels(args.clefts, "clefts")
+    seg = _read_labels(args.segmentation, "segmentation")
+    _same_shape(image=image, clefts=clefts, segmentation=seg)
+    voxel_size = image.voxel_size_nm or clefts.voxel_size_nm or seg.voxel_size_nm
+    if voxel_size is None:
+        raise AvanInputError(
+            f"the voxel size of {args.image!r} is unknown: pass --voxel-size Z,Y,X (nm)"
+        )
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
+    model = load_model(args.model)
+    run = plan(args.device)
+    assignments = []
+    with tqdm(desc=f"assign on {run.describe()}", unit="patch", disable=args.quiet) as bar:
+        for step in iter_assign(
+            model,
+            image.data,
+            clefts.data,
+            seg.data,
+            voxel_size,
+            run=run,
+            polyadic=args.polyadic,
+            pre_threshold=args.pre_threshold,
+            post_threshold=args.post_threshold,
+        ):
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+            assignments.extend(step.finished)
+    weights = edge_weights(assignments)
+    edges = edge_table(
+        clefts.data,
+        seg.data,
+        weights[["cleft_id", "pre_id", "post_id"]],
+        voxel_size_nm=voxel_size,
+        weights=weights,
+        model=str(model.metadata.get("name", Path(args.model).name)),
+    )
+    write_table(edges, out, overwrite=args.overwrite)
+    unassigned = sum(1 for a in assignments if not a.edges)
+    print(f"wrote {out} ({len(edges)} edges; {unassigned} clefts without partners)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -327,6 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("assign", help="assign partners to clefts with an AVAN model")
+    p.add_argument("image", help="EM volume (volume spec)")
+    p.add_argument("--clefts", required=True, help="cleft labels (volume spec)")
+    p.add_argument("--segmentation", required=True, help="neuron segmentation (volume spec)")
+    p.add_argument("--out", required=True, help="edge table (CSV)")
+    p.add_argument("--model", required=True, help="AVAN model folder (see napari-avan train)")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
+    p.add_argument("--polyadic", action="store_true", help="all partners above the thresholds")
+    p.add_argument("--pre-threshold", type=float, default=0.5)
+    p.add_argument("--post-threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_assign)
 
     p = sub.add_parser("evaluate", help="metrics of clefts, assignment or the combined system")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")

@@ -127,3 +127,51 @@ def test_bad_models_and_inputs() -> None:
         assign_cleft(model(), image, clefts, seg, VOXEL, 9, run=FP32)
     with pytest.raises(AvanInputError, match="has shape"):
         assign_cleft(model(), image, clefts, seg[:, :10], VOXEL, 1, run=FP32)
+
+
+def test_cli_assign_writes_an_edge_table(tmp_path) -> None:
+    import pandas as pd
+
+    from napari_avan.cli import main
+    from napari_avan.core.synth import synthesize
+    from napari_avan.core.tables import EDGE_COLUMNS
+    from napari_avan.io import write_sample
+    from napari_avan.models.checkpoint import save_model
+    from napari_avan.models.networks import avan_config
+
+    sample = synthesize(seed=2, shape=(6, 96, 96))
+    data = write_sample(tmp_path / "s.zarr", sample)
+    torch.manual_seed(0)
+    net = ResidualSymmetricUNet(
+        UNetConfig(**{**avan_config().to_dict(), "widths": (4, 8), "groups": 2})
+    )
+    folder = save_model(
+        tmp_path / "avan",
+        net,
+        {"voxel_size_nm": [40, 8, 8], "patch": [4, 32, 32], "name": "tiny-avan"},
+    )
+    out = tmp_path / "edges.csv"
+    args = [
+        "assign",
+        f"{data}:image",
+        "--clefts",
+        f"{data}:clefts",
+        "--segmentation",
+        f"{data}:segmentation",
+        "--model",
+        str(folder),
+        "--out",
+        str(out),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    edges = pd.read_csv(out)
+    assert list(edges.columns) == list(EDGE_COLUMNS)
+    n_clefts = int(sample.clefts.max())
+    assert sorted(edges["cleft_segid"]) == list(range(1, n_clefts + 1))  # dyadic: one each
+    assert (edges["presyn_segid"] != edges["postsyn_segid"]).all()
+    assert set(edges["model"]) == {"tiny-avan"}
+    assert edges["presyn_wt"].between(0, 1).all()
+    assert main(args) == 2  # refuses to overwrite
