@@ -83,6 +83,21 @@ def _same_shape(**volumes: Any) -> None:
     check_same_shape(**{name: vol for name, vol in volumes.items() if vol is not None})
 
 
+def _voxel_size_of(spec: str, *volumes: Any) -> VoxelSize:
+    """The first voxel size any of ``volumes`` knows, or a one-line error naming ``spec``."""
+    for vol in volumes:
+        if vol is not None and vol.voxel_size_nm is not None:
+            return vol.voxel_size_nm
+    raise AvanInputError(
+        f"the voxel size of {spec!r} is unknown: pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
+    )
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise AvanInputError(f"{path} exists: pass --overwrite to replace it")
+
+
 def _print_metrics(name: str, metrics: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
@@ -140,10 +155,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     targets = [out / "clefts.csv"] + ([out / "edges.csv"] if seg is not None else [])
-    if not args.overwrite:
-        for target in targets:
-            if target.exists():
-                raise AvanInputError(f"{target} exists: pass --overwrite to replace it")
+    for target in targets:
+        _refuse_existing(target, args.overwrite)
     # Compute everything before writing anything, so bad input leaves no partial output.
     cleft_df = cleft_table(clefts.data, None if prob is None else prob.data)
     edge_df = None
@@ -170,15 +183,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     seg = _read_labels(args.segmentation, "segmentation") if args.segmentation else None
     clefts = _read_labels(args.clefts, "clefts") if args.clefts else None
     _same_shape(image=image, segmentation=seg, clefts=clefts)
-    voxel_size = image.voxel_size_nm
-    for vol in (seg, clefts):
-        if voxel_size is None and vol is not None:
-            voxel_size = vol.voxel_size_nm
-    if voxel_size is None:
-        raise AvanInputError(
-            f"the voxel size of {args.image!r} is unknown: "
-            "pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
-        )
+    voxel_size = _voxel_size_of(args.image, image, seg, clefts)
     partners = read_partners(Path(args.partners)) if args.partners else None
     out = Path(args.out)
     if args.to == "cremi":
@@ -214,8 +219,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         write_volume(out, image.data, voxel_size, format="tiff", overwrite=args.overwrite)
         print(f"wrote {out}")
         return 0
-    if out.exists() and not args.overwrite:
-        raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     # OME-Zarr: the image is the multiscale at the root, labels under labels/ (NGFF);
     # plain zarr: one member per volume.
     ome = args.to == "ome-zarr"
@@ -242,13 +246,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from napari_avan.models.device import plan
 
     image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
-    if image.voxel_size_nm is None:
-        raise AvanInputError(
-            f"the voxel size of {args.image!r} is unknown: pass --voxel-size Z,Y,X (nm)"
-        )
+    vs = _voxel_size_of(args.image, image)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise AvanInputError(f"{out} exists: pass --overwrite to replace its outputs")
+    _refuse_existing(out, args.overwrite)
     model = load_model(args.model)
     run = plan(args.device)
     detection = None
@@ -256,7 +256,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         for step in iter_detect(
             model,
             image.data,
-            image.voxel_size_nm,
+            vs,
             run=run,
             threshold=args.threshold,
             min_size=args.min_size,
@@ -267,7 +267,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
             bar.update(step.done - bar.n)
             detection = step.result
     assert detection is not None
-    vs = image.voxel_size_nm
     write_volume(out, detection.prob, vs, key="cleft_prob", overwrite=args.overwrite)
     write_volume(out, detection.clefts, vs, key="clefts", overwrite=args.overwrite)
     write_table(detection.table, out / "clefts.csv", overwrite=args.overwrite)
@@ -288,14 +287,9 @@ def cmd_assign(args: argparse.Namespace) -> int:
     clefts = _read_labels(args.clefts, "clefts")
     seg = _read_labels(args.segmentation, "segmentation")
     _same_shape(image=image, clefts=clefts, segmentation=seg)
-    voxel_size = image.voxel_size_nm or clefts.voxel_size_nm or seg.voxel_size_nm
-    if voxel_size is None:
-        raise AvanInputError(
-            f"the voxel size of {args.image!r} is unknown: pass --voxel-size Z,Y,X (nm)"
-        )
+    voxel_size = _voxel_size_of(args.image, image, clefts, seg)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     model = load_model(args.model)
     run = plan(args.device)
     assignments = []
