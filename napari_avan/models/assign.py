@@ -205,9 +205,8 @@ def iter_assign(
 
     run = run or make_plan()
     net = run.prepare(network)
-    n_seg = int(segmentation.max()) + 1
-    sums: dict[int, np.ndarray] = {}
-    counts: dict[int, np.ndarray] = {}
+    # per cleft: segment id -> [sum of pre output, sum of post output, voxel count]
+    scores: dict[int, dict[int, np.ndarray]] = {}
     total = len(tasks)
     for first in range(0, total, batch_size):
         chunk = tasks[first : first + batch_size]
@@ -216,16 +215,24 @@ def iter_assign(
             out = torch.sigmoid(net(run.tensor(torch.from_numpy(batch))).float()).cpu().numpy()
         finished = []
         for task, values in zip(chunk, out, strict=True):
-            seg = segmentation[task.crop].ravel().astype(np.int64)
+            # ids are relabelled within the patch, so large uint64 ids cost nothing
+            ids, local = np.unique(segmentation[task.crop], return_inverse=True)
+            local = local.ravel()
             sizes = [s.stop - s.start for s in task.crop]
             shape = tuple(n + a + b for n, (a, b) in zip(sizes, task.pad, strict=True))
             inner = tuple(slice(a, a + n) for n, (a, _) in zip(sizes, task.pad, strict=True))
-            s_acc = sums.setdefault(task.cleft_id, np.zeros((2, n_seg)))
-            c_acc = counts.setdefault(task.cleft_id, np.zeros(n_seg))
-            for side in (0, 1):
-                back = resample(values[side], shape, order=1)[inner].ravel()
-                s_acc[side] += np.bincount(seg, weights=back, minlength=n_seg)
-            c_acc += np.bincount(seg, minlength=n_seg)
+            sums = [
+                np.bincount(
+                    local,
+                    weights=resample(values[side], shape, order=1)[inner].ravel(),
+                    minlength=ids.size,
+                )
+                for side in (0, 1)
+            ]
+            counts = np.bincount(local, minlength=ids.size)
+            acc = scores.setdefault(task.cleft_id, {})
+            for k, seg_id in enumerate(ids.tolist()):
+                acc.setdefault(seg_id, np.zeros(3))[:] += (sums[0][k], sums[1][k], counts[k])
             if task.last:
                 i = index[task.cleft_id]
                 slices, region = dilated_label_region(
@@ -233,20 +240,24 @@ def iter_assign(
                 )
                 candidates = np.unique(segmentation[slices][region])
                 candidates = candidates[candidates != 0]
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(c_acc > 0, s_acc / np.maximum(c_acc, 1), 0.0)
+                acc = scores.pop(task.cleft_id)
+                mean = np.array(
+                    [
+                        acc[c][:2] / acc[c][2] if c in acc and acc[c][2] > 0 else (0.0, 0.0)
+                        for c in candidates.tolist()
+                    ]
+                ).reshape(-1, 2)
                 finished.append(
                     _decide(
                         task.cleft_id,
                         candidates,
-                        mean[0][candidates],
-                        mean[1][candidates],
+                        mean[:, 0],
+                        mean[:, 1],
                         polyadic,
                         pre_threshold,
                         post_threshold,
                     )
                 )
-                del sums[task.cleft_id], counts[task.cleft_id]
         yield AssignProgress(min(first + batch_size, total), total, finished)
 
 
