@@ -29,10 +29,9 @@ from napari_avan.core.geometry import (
     label_statistics,
 )
 from napari_avan.models.checkpoint import LoadedModel
-from napari_avan.models.detect import resample
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import to_float
+from napari_avan.models.inference import resample, to_float
 from napari_avan.models.networks import UNetConfig
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 

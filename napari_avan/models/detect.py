@@ -16,7 +16,7 @@ import numpy as np
 from napari_avan.core.clefts import clefts_from_probability
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
-from napari_avan.models.inference import iter_predict, to_float
+from napari_avan.models.inference import iter_predict, resample, to_float
 from napari_avan.models.networks import ResidualSymmetricUNet
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
@@ -41,20 +41,6 @@ class DetectProgress:
     done: int
     total: int
     result: Detection | None = None
-
-
-def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
-    """Resize a (z, y, x) volume to ``shape`` (linear for order 1, nearest for 0)."""
-    if tuple(volume.shape) == tuple(shape):
-        return volume
-    from scipy import ndimage
-
-    factors = [t / s for t, s in zip(shape, volume.shape, strict=True)]
-    out = ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
-    # zoom can miss the target by one voxel through rounding: crop or edge-pad to fit
-    out = out[tuple(slice(0, t) for t in shape)]
-    pad = [(0, t - s) for t, s in zip(shape, out.shape, strict=True)]
-    return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
 
 
 def _patch_for(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[int, ...]) -> tuple:

@@ -71,6 +71,20 @@ def to_float(image: np.ndarray) -> np.ndarray:
     raise AvanInputError(f"image dtype {image.dtype} is not uint8 or float: convert it first")
 
 
+def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarray:
+    """Resize a (z, y, x) volume to ``shape`` (linear for order 1, nearest for 0)."""
+    if tuple(volume.shape) == tuple(shape):
+        return volume
+    from scipy import ndimage
+
+    factors = [t / s for t, s in zip(shape, volume.shape, strict=True)]
+    out = ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
+    # zoom can miss the target by one voxel through rounding: crop or edge-pad to fit
+    out = out[tuple(slice(0, t) for t in shape)]
+    pad = [(0, t - s) for t, s in zip(shape, out.shape, strict=True)]
+    return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
+
+
 def _pad_widths(shape: Shape3, patch: Shape3, overlap: Shape3) -> list[tuple[int, int]]:
     widths = []
     for size, p, o in zip(shape, patch, overlap, strict=True):
