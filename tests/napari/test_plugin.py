@@ -115,6 +115,17 @@ def test_demo_headless_writes_screenshot(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_wheel_carries_manifest(tmp_path: Path) -> None:
+    # build from a copy, so the build leaves nothing (build/, *.egg-info) in the checkout
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO,
+        source,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "demo_out", "__pycache__", ".*_cache"
+        ),
+    )
+    wheels = tmp_path / "wheels"
     run = subprocess.run(
         [
             sys.executable,
@@ -125,15 +136,15 @@ def test_wheel_carries_manifest(tmp_path: Path) -> None:
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
-            str(REPO),
+            str(wheels),
+            str(source),
         ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    (wheel,) = tmp_path.glob("napari_avan-*.whl")
+    (wheel,) = wheels.glob("napari_avan-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         manifest = zf.read("napari_avan/napari.yaml").decode()
