@@ -6,8 +6,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from napari_avan.types import AvanInputError
 
@@ -92,16 +94,11 @@ def run_demo(out_dir: Path, *, headless: bool, seed: int = 0) -> DemoResult:
     return result
 
 
-def _focus_largest_cleft(viewer: object, clefts: object) -> None:
+def _focus_largest_cleft(viewer: Any, clefts: pd.DataFrame) -> None:
     """Step to the section through the largest cleft's centroid."""
-    import pandas as pd
-
-    assert isinstance(clefts, pd.DataFrame)
     if clefts.empty:
         return
     row = clefts.sort_values("size").iloc[-1]
-    z = int(np.round(row["centroid_z"]))
-    dims = viewer.dims  # type: ignore[attr-defined]
-    step = list(dims.current_step)
-    step[0] = z
-    dims.current_step = tuple(step)
+    step = list(viewer.dims.current_step)
+    step[0] = int(np.round(row["centroid_z"]))
+    viewer.dims.current_step = tuple(step)
