@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from napari_avan.models.networks import fold_batchnorm
 from napari_avan.types import AvanInputError
 
 #: Largest absolute difference of sigmoid outputs allowed between bf16 and fp32.
@@ -111,8 +112,13 @@ class RunPlan:
         return f"{self.device.type} ({precision}{layout}, {self.threads} threads)"
 
     def prepare(self, network: nn.Module) -> nn.Module:
-        """Move ``network`` to the device and memory format, in eval mode."""
-        network = network.to(self.device).eval()
+        """``network`` in eval mode on the device and memory format, BatchNorm folded.
+
+        A network with BatchNorm is copied (its norms folded into the convolutions), so the
+        caller's module keeps its weights, device and training mode; one without is switched
+        to eval mode and moved in place.
+        """
+        network = fold_batchnorm(network).eval().to(self.device)
         if self.channels_last:
             # Module.to accepts memory_format at run time; the stubs do not say so
             network = network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from napari_avan.models.checkpoint import META_FILE, WEIGHTS_FILE, load_model, save_model
+from napari_avan.models.device import plan
 from napari_avan.models.networks import (
     PrunerConfig,
     PrunerNet,
@@ -17,6 +18,7 @@ from napari_avan.models.networks import (
     UNetConfig,
     avan_config,
     cleft_detector_config,
+    fold_batchnorm,
 )
 from napari_avan.types import AvanInputError
 
@@ -54,7 +56,7 @@ def test_unet_levels_and_anisotropy() -> None:
 def test_unet_output_depends_on_far_context() -> None:
     """The deepest level sees beyond the input convolution's footprint (receptive field)."""
     net = tiny_unet().eval()
-    x = torch.zeros(1, 1, 1, 32, 32)
+    x = torch.rand(1, 1, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         base = net(x)[0, 0, 0, 16, 16]
         x[0, 0, 0, 16, 26] = 5.0  # 10 px away: outside a 5x5 kernel, inside the U
@@ -74,9 +76,61 @@ def test_builders_follow_the_design() -> None:
     with pytest.raises(AvanInputError, match="norm"):
         UNetConfig(norm="layer")
     with pytest.raises(AvanInputError, match="groups"):
-        UNetConfig(widths=(6, 12), groups=4)
+        UNetConfig(widths=(6, 12), norm="group", groups=4)
+    with pytest.raises(AvanInputError, match="activation"):
+        UNetConfig(act="gelu")
     batch = ResidualSymmetricUNet(UNetConfig(widths=TINY, norm="batch"))
     assert isinstance(batch.input[1], torch.nn.BatchNorm3d)
+    assert isinstance(batch.input[2], torch.nn.ReLU)
+    group = ResidualSymmetricUNet(UNetConfig(widths=TINY, norm="group", groups=2, act="elu"))
+    assert isinstance(group.input[1], torch.nn.GroupNorm)
+    assert isinstance(group.input[2], torch.nn.ELU)
+
+
+def test_metadata_without_activation_means_elu() -> None:
+    """Model files written before the activation option keep their ELU."""
+    old = UNetConfig(widths=TINY, act="elu").to_dict()
+    del old["act"]
+    assert UNetConfig.from_dict(old).act == "elu"
+    assert UNetConfig.from_dict(UNetConfig(widths=TINY).to_dict()).act == "relu"
+
+
+def _with_running_statistics(net: torch.nn.Module) -> torch.nn.Module:
+    """Train-mode passes on shifted, scaled inputs so every BatchNorm has non-trivial stats."""
+    net.train()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(2, net.config.in_channels, 2, 16, 16, generator=generator) * 3 + 1)
+    return net
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_folding_batchnorm_keeps_outputs_and_the_callers_network(norm: str) -> None:
+    net = _with_running_statistics(tiny_unet(norm=norm, act="elu"))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(1, 1, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    folded = fold_batchnorm(net)
+    assert net.training, "folding must not switch the caller's network to eval"
+    net.eval()
+    with torch.no_grad():
+        expected, got = net(x), folded(x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in folded.modules())
+    if norm == "batch":
+        assert folded is not net
+        assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    else:
+        assert folded is net  # nothing to fold: no copy
+
+
+def test_run_plan_prepares_a_folded_copy_for_batchnorm() -> None:
+    net = _with_running_statistics(tiny_unet())
+    prepared = plan("cpu", allow_bf16=False).prepare(net)
+    assert net.training
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in prepared.modules())
+    assert not prepared.training
 
 
 def test_pruner_gives_one_logit_per_candidate() -> None:
