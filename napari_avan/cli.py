@@ -241,7 +241,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from napari_avan.io import read_volume, write_table, write_volume
-    from napari_avan.models.checkpoint import load_model
+    from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.detect import iter_detect
     from napari_avan.models.device import plan
 
@@ -249,7 +249,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     vs = _voxel_size_of(args.image, image)
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
-    model = load_model(args.model)
+    model = resolve_model(args.model, "cleft-detector")
     run = plan(args.device)
     detection = None
     with tqdm(desc=f"detect on {run.describe()}", unit="patch", disable=args.quiet) as bar:
@@ -280,7 +280,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
     from napari_avan.core.tables import edge_table
     from napari_avan.io import read_volume, write_table
     from napari_avan.models.assign import edge_weights, iter_assign
-    from napari_avan.models.checkpoint import load_model
+    from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.device import plan
 
     image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
@@ -290,7 +290,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
     voxel_size = _voxel_size_of(args.image, image, clefts, seg)
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
-    model = load_model(args.model)
+    model = resolve_model(args.model, "avan")
     run = plan(args.device)
     assignments = []
     with tqdm(desc=f"assign on {run.describe()}", unit="patch", disable=args.quiet) as bar:
@@ -315,11 +315,175 @@ def cmd_assign(args: argparse.Namespace) -> int:
         weights[["cleft_id", "pre_id", "post_id"]],
         voxel_size_nm=voxel_size,
         weights=weights,
-        model=str(model.metadata.get("name", Path(args.model).name)),
+        model=str(model.metadata.get("name", Path(args.model or "avan").name)),
     )
     write_table(edges, out, overwrite=args.overwrite)
     unassigned = sum(1 for a in assignments if not a.edges)
     print(f"wrote {out} ({len(edges)} edges; {unassigned} clefts without partners)")
+    return 0
+
+
+#: Synthetic seeds of the training recipes; benchmarks hold out seeds from HOLDOUT_SEED on.
+SYNTH_TRAIN_SEED = {False: 1000, True: 1500}
+SYNTH_VAL_SEED = {False: 2000, True: 2500}
+HOLDOUT_SEED = 9000
+
+
+def _split(text: str) -> tuple[int, int]:
+    """``y=700`` -> (axis 1, index 700)."""
+    axis, _, index = text.partition("=")
+    if axis not in ("z", "y", "x") or not index.isdigit() or int(index) < 1:
+        raise argparse.ArgumentTypeError(f"split {text!r} must look like y=700 (axis z, y or x)")
+    return ("zyx".index(axis), int(index))
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"widths {text!r} are not integers like 16,32,64") from err
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths {text!r} must be positive integers")
+    return widths
+
+
+def _training_groups(args: argparse.Namespace, prefix: str) -> list[tuple[Any, ...]]:
+    """(name, image, segmentation, clefts, partners, voxel size) of each volume group given."""
+    from napari_avan.io import read_partners, read_volume
+
+    names = ("image", "segmentation", "clefts", "partners")
+    lists = [getattr(args, f"{prefix}{n}") or [] for n in names]
+    if len({len(x) for x in lists}) != 1:
+        flags = ", ".join(f"--{prefix.replace('_', '-')}{n}" for n in names)
+        raise AvanInputError(f"give {flags} the same number of times (one group per volume)")
+    groups = []
+    for spec, seg_spec, cleft_spec, partner_path in zip(*lists, strict=True):
+        image = read_volume(spec, args.voxel_size, lazy=False, role="image")
+        seg = _read_labels(seg_spec, "segmentation", args.voxel_size)
+        clefts = _read_labels(cleft_spec, "clefts", args.voxel_size)
+        _same_shape(image=image, segmentation=seg, clefts=clefts)
+        voxel = _voxel_size_of(spec, image, seg, clefts)
+        partners = read_partners(partner_path)
+        groups.append((spec, image.data, seg.data, clefts.data, partners, voxel))
+    return groups
+
+
+def _synthetic_groups(count: int, polyadic: bool, first_seed: int, shape: Any) -> list:
+    from napari_avan.core.synth import synthesize
+
+    groups = []
+    for seed in range(first_seed, first_seed + count):
+        s = synthesize(seed=seed, shape=shape, polyadic=polyadic)
+        name = f"synthetic-{'polyadic' if polyadic else 'dyadic'}-seed{seed}"
+        groups.append((name, s.image, s.segmentation, s.clefts, s.partners, s.voxel_size_nm))
+    return groups
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from napari_avan.models.device import plan
+    from napari_avan.models.train import (
+        TrainSettings,
+        detector_voxel_size,
+        iter_train,
+        prepare_volume,
+    )
+
+    out = Path(args.out)
+    if out.exists() and not args.resume:
+        raise AvanInputError(f"{out} exists: choose a new folder, or pass --resume to continue")
+    if args.steps is None and args.minutes is None:
+        raise AvanInputError("give a training budget: --steps N, --minutes M or both")
+    train = _training_groups(args, "")
+    val = _training_groups(args, "val_")
+    if args.val_split is not None:
+        axis, index = args.val_split
+        split_train = []
+        for name, *arrays, partners, voxel in train:
+            if index >= arrays[0].shape[axis]:
+                raise AvanInputError(
+                    f"--val-split index {index} is outside {name} (size {arrays[0].shape[axis]} "
+                    f"along {'zyx'[axis]})"
+                )
+            lo = tuple(slice(0, index) if a == axis else slice(None) for a in range(3))
+            hi = tuple(slice(index, None) if a == axis else slice(None) for a in range(3))
+            cut = "zyx"[axis]
+            split_train.append(
+                (f"{name} [{cut}<{index}]", *(x[lo] for x in arrays), partners, voxel)
+            )
+            val.append((f"{name} [{cut}>={index}]", *(x[hi] for x in arrays), partners, voxel))
+        train = split_train
+    for polyadic, n in ((False, args.synthetic), (True, args.synthetic_polyadic)):
+        train += _synthetic_groups(n, polyadic, SYNTH_TRAIN_SEED[polyadic], args.synthetic_shape)
+    for polyadic, n in ((False, args.val_synthetic), (True, args.val_synthetic_polyadic)):
+        val += _synthetic_groups(n, polyadic, SYNTH_VAL_SEED[polyadic], args.synthetic_shape)
+    if not train:
+        raise AvanInputError(
+            "no training data: give --image/--segmentation/--clefts/--partners or --synthetic N"
+        )
+    if not val:
+        raise AvanInputError(
+            "no validation data: give --val-image/... groups, --val-split y=INDEX or "
+            "--val-synthetic N"
+        )
+    data_voxel = train[0][-1]
+    working = args.working_voxel_size or (
+        detector_voxel_size(data_voxel) if args.kind == "clefts" else data_voxel
+    )
+    settings = TrainSettings(
+        args.kind,
+        steps=args.steps,
+        minutes=args.minutes,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        val_every=args.val_every,
+        patch=args.patch,
+        widths=args.widths,
+        voxel_size_nm=working,
+        polyadic=args.polyadic,
+    )
+
+    def prepared(groups: list) -> list:
+        return [
+            prepare_volume(image, seg, clefts, partners, voxel, working, name)
+            for name, image, seg, clefts, partners, voxel in groups
+        ]
+
+    train_volumes, val_volumes = prepared(train), prepared(val)
+    run = plan(args.device, allow_bf16=not args.no_bf16)
+    recipe = {
+        "command": "napari-avan " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "version": __version__,
+        "device": run.describe(),
+    }
+    total = args.steps
+    desc = f"train {args.kind} on {run.describe()}"
+    last = None
+    with tqdm(desc=desc, total=total, unit="step", disable=args.quiet) as bar:
+        for progress in iter_train(
+            settings,
+            train_volumes,
+            val_volumes,
+            out,
+            init=args.init,
+            resume=args.resume,
+            run=run,
+            recipe=recipe,
+        ):
+            bar.update(progress.step - bar.n)
+            shown = {"loss": f"{progress.loss:.3f}"}
+            if progress.best:
+                shown.update({k: f"{v:.3f}" for k, v in progress.best.items()})
+            bar.set_postfix(shown, refresh=False)
+            if progress.validation and not args.quiet:
+                values = ", ".join(f"{k} {v:.4f}" for k, v in progress.validation.items())
+                bar.write(f"step {progress.step}: {values}")
+            last = progress
+    assert last is not None
+    best = ", ".join(f"{k} {v:.4f}" for k, v in (last.best or {}).items())
+    print(f"wrote {out} after {last.step} steps in {last.elapsed_s / 60:.1f} min (best: {best})")
     return 0
 
 
@@ -363,7 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="detect clefts with a trained cleft detector")
     p.add_argument("image", help="EM volume (volume spec)")
     p.add_argument("--out", required=True, help="output zarr group (cleft_prob, clefts, CSV)")
-    p.add_argument("--model", required=True, help="model folder (see napari-avan train)")
+    p.add_argument(
+        "--model",
+        help="model folder (see napari-avan train) or bundled name (default: cleft-detector)",
+    )
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument("--threshold", type=float, default=0.5, help="cleft probability cut")
     p.add_argument("--min-size", type=int, default=50, help="smallest cleft in voxels")
@@ -381,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clefts", required=True, help="cleft labels (volume spec)")
     p.add_argument("--segmentation", required=True, help="neuron segmentation (volume spec)")
     p.add_argument("--out", required=True, help="edge table (CSV)")
-    p.add_argument("--model", required=True, help="AVAN model folder (see napari-avan train)")
+    p.add_argument("--model", help="AVAN model folder or bundled name (default: the bundled avan)")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument("--polyadic", action="store_true", help="all partners above the thresholds")
     p.add_argument("--pre-threshold", type=float, default=0.5)
@@ -390,6 +557,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_assign)
+
+    p = sub.add_parser(
+        "train",
+        help="train a cleft detector or AVAN",
+        description=(
+            "Train a model on one or more volumes (each an --image/--segmentation/--clefts/"
+            "--partners group) and/or synthetic volumes, validating on --val-* groups, a "
+            "--val-split of the training volumes, or synthetic validation volumes. The best "
+            "model is kept in --out with its training log and recipe."
+        ),
+    )
+    p.add_argument("kind", choices=["clefts", "avan"], help="what to train")
+    p.add_argument("--out", required=True, help="model folder to create")
+    for prefix, what in (("", "training"), ("val-", "validation")):
+        p.add_argument(f"--{prefix}image", action="append", help=f"{what} EM volume spec")
+        p.add_argument(f"--{prefix}segmentation", action="append", help=f"{what} segmentation")
+        p.add_argument(f"--{prefix}clefts", action="append", help=f"{what} cleft labels")
+        p.add_argument(f"--{prefix}partners", action="append", help=f"{what} partners CSV")
+    p.add_argument("--val-split", type=_split, help="validate on the part of each training "
+                   "volume from this index on, e.g. y=700 (train on y < 700)")  # fmt: skip
+    p.add_argument("--synthetic", type=int, default=0, help="N synthetic dyadic volumes")
+    p.add_argument("--synthetic-polyadic", type=int, default=0, help="N synthetic polyadic")
+    p.add_argument("--val-synthetic", type=int, default=0, help="N synthetic dyadic (validation)")
+    p.add_argument("--val-synthetic-polyadic", type=int, default=0, help="N polyadic (validation)")
+    p.add_argument("--synthetic-shape", type=_shape, default=(32, 256, 256), metavar="Z,Y,X")
+    p.add_argument("--steps", type=int, help="step budget")
+    p.add_argument("--minutes", type=float, help="time budget (the first budget to end stops)")
+    p.add_argument("--init", help="model folder to fine-tune from")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--voxel-size", type=_voxel_size, metavar="Z,Y,X", help="of the inputs (nm)")
+    p.add_argument("--working-voxel-size", type=_voxel_size, metavar="Z,Y,X",
+                   help="the model's working voxel size (default: the data's; detector: "
+                   "in-plane coarsened to about 8 nm)")  # fmt: skip
+    p.add_argument("--patch", type=_shape, metavar="Z,Y,X", help="training patch")
+    p.add_argument("--widths", type=_widths, help="U-Net widths, e.g. 16,32,64,128")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--polyadic", action="store_true", help="AVAN: rank models by polyadic F1")
+    p.add_argument("--no-bf16", action="store_true", help="train and validate in fp32 only")
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train, argv=None)
 
     p = sub.add_parser("evaluate", help="metrics of clefts, assignment or the combined system")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
@@ -439,6 +650,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "argv") and argv is not None:
+        args.argv = list(argv)  # the command recorded beside trained weights
     try:
         return int(args.func(args))
     except AvanInputError as err:

@@ -79,6 +79,7 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    extras: dict[str, bytes] | None = None,
 ) -> Path:
     """Write ``network`` and its metadata to a model folder, atomically.
 
@@ -88,11 +89,16 @@ def save_model(
         metadata: JSON-safe extras (working voxel size, patch shape, normalisation,
             target, training data and steps, metrics).
         overwrite: replace an existing folder.
+        extras: more files to write into the folder (name -> content), such as the
+            training log; they land atomically with the weights.
 
     Returns:
         The folder written.
     """
     directory = Path(directory)
+    for name in extras or {}:
+        if Path(name).name != name or name in (WEIGHTS_FILE, META_FILE):
+            raise AvanInputError(f"extra model file name {name!r} is not allowed")
     if directory.exists() and not overwrite:
         raise AvanInputError(f"{directory} exists: choose another folder or pass overwrite")
     record = {
@@ -109,6 +115,8 @@ def save_model(
         torch.save(state, tmp / WEIGHTS_FILE)
         record["weights_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        for name, content in (extras or {}).items():
+            (tmp / name).write_bytes(content)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             directory.rename(old)
@@ -187,3 +195,67 @@ def load_model(
         ) from err
     network.eval()
     return LoadedModel(network=network, metadata=metadata, path=path)
+
+
+# --- bundled models ---------------------------------------------------------------------------
+
+#: Folder of the bundled models and their registry (name -> weights sha256, task).
+BUNDLED_DIR = Path(__file__).with_name("weights")
+REGISTRY_FILE = "registry.json"
+#: The bundled model each task uses when none is named.
+DEFAULT_MODELS = {"cleft-detector": "cleft-detector", "avan": "avan"}
+
+
+def bundled_models() -> dict[str, dict[str, Any]]:
+    """The registry of bundled models (empty when none are installed)."""
+    path = BUNDLED_DIR / REGISTRY_FILE
+    if not path.is_file():
+        return {}
+    registry = json.loads(path.read_text())
+    if not isinstance(registry, dict):
+        raise AvanInputError(f"{path} is not a model registry: reinstall napari-avan")
+    return registry
+
+
+def resolve_model(spec: str | Path | None, task: str) -> LoadedModel:
+    """Load a model by folder path or bundled name; ``None`` gives the task's default.
+
+    Args:
+        spec: a model folder (or its weights file), a bundled model name, or None.
+        task: ``"cleft-detector"`` or ``"avan"``: picks the default and is checked against
+            the model's metadata.
+
+    Raises:
+        AvanInputError: unknown name, missing bundled weights, or a model for another task.
+    """
+    if task not in DEFAULT_MODELS:
+        raise AvanInputError(f"task {task!r} is not one of {sorted(DEFAULT_MODELS)}")
+    registry = bundled_models()
+    name = str(spec) if spec is not None else DEFAULT_MODELS[task]
+    if spec is not None and Path(spec).exists():
+        model = load_model(spec)
+    elif name in registry:
+        model = load_model(BUNDLED_DIR / name, expected_sha256=registry[name].get("sha256"))
+    else:
+        known = ", ".join(sorted(registry)) or "none installed"
+        raise AvanInputError(
+            f"{name!r} is neither a model folder nor a bundled model (bundled: {known})"
+        )
+    found = model.metadata.get("task")
+    if found is not None and found != task:
+        raise AvanInputError(f"{name} is a {found} model, but a {task} model is needed here")
+    return model
+
+
+def register_bundled(name: str) -> dict[str, Any]:
+    """Record a model folder under :data:`BUNDLED_DIR` in the registry (maintainers only)."""
+    folder = BUNDLED_DIR / name
+    meta = json.loads((folder / META_FILE).read_text())
+    registry = bundled_models()
+    registry[name] = {
+        "sha256": sha256_of(folder / WEIGHTS_FILE),
+        "task": meta.get("task"),
+        "metrics": meta.get("metrics", {}),
+    }
+    (BUNDLED_DIR / REGISTRY_FILE).write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    return registry[name]

@@ -43,7 +43,7 @@ class DetectProgress:
     result: Detection | None = None
 
 
-def _patch_for(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[int, ...]) -> tuple:
+def fit_patch(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[int, ...]) -> tuple:
     """The model's patch, shrunk to the (padded) volume where it is smaller."""
     patch = []
     for size, w, d in zip(shape, wanted, divisor, strict=True):
@@ -91,9 +91,10 @@ def iter_detect(
         max(1, round(n * v / w)) for n, v, w in zip(image.shape, voxel, working, strict=True)
     )
     work = resample(to_float(np.asarray(image)), work_shape, order=1)
-    patch = _patch_for(work_shape, tuple(meta.get("patch", DEFAULT_PATCH)), config.divisor)
+    patch = fit_patch(work_shape, tuple(meta.get("patch", DEFAULT_PATCH)), config.divisor)
     overlap = tuple(
-        min(int(o), p - 1) for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
+        min(int(o), p // 2)  # at most half a patch, so windows always advance
+        for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
     )
     proximity = meta.get("target") == "proximity"
     result: np.ndarray | None = None

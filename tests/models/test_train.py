@@ -1,0 +1,277 @@
+"""Training (issue 4): augmentation, sampling, the loop, resume, budgets and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_avan.cli import main
+from napari_avan.core.synth import synthesize
+from napari_avan.models.augment import Augmentation, geometric, intensity
+from napari_avan.models.checkpoint import load_model, resolve_model
+from napari_avan.models.device import plan
+from napari_avan.models.train import (
+    LOG_FILE,
+    RECIPE_FILE,
+    STATE_FILE,
+    AvanSampler,
+    DetectorSampler,
+    TrainSettings,
+    detector_voxel_size,
+    iter_train,
+    prepare_volume,
+)
+from napari_avan.types import AvanInputError
+
+SHAPE = (8, 96, 96)
+#: Tiny networks in bf16 hit slow paths of the CPU convolutions: tests run them in fp32.
+FP32 = plan("cpu", allow_bf16=False)
+TINY = (4, 8)
+
+
+def _volume(seed: int, polyadic: bool = False, working=(40.0, 4.0, 4.0)):
+    s = synthesize(seed=seed, shape=SHAPE, polyadic=polyadic)
+    return prepare_volume(
+        s.image, s.segmentation, s.clefts, s.partners, s.voxel_size_nm, working, f"seed{seed}"
+    )
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return [_volume(11), _volume(12, polyadic=True)], [_volume(21)]
+
+
+def _settings(kind: str = "avan", **kw) -> TrainSettings:
+    values = {
+        "steps": 4,
+        "val_every": 2,
+        "patch": (4, 32, 32),
+        "widths": TINY,
+        "voxel_size_nm": (40.0, 4.0, 4.0),
+    }
+    values.update(kw)
+    return TrainSettings(kind, **values)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_geometric_moves_every_array_alike_and_intensity_stays_in_range() -> None:
+    rng = np.random.default_rng(0)
+    base = np.random.default_rng(1).random((4, 16, 16)).astype(np.float32)
+    changed = 0
+    for _ in range(20):
+        a, b = geometric([base, base.copy()], rng, Augmentation())
+        np.testing.assert_array_equal(a, b)
+        assert sorted(a.ravel().tolist()) == sorted(base.ravel().tolist())  # a permutation
+        changed += not np.array_equal(a, base)
+        out = intensity(a, rng, Augmentation(noise_p=1.0, blur_p=1.0, missing_p=1.0))
+        assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert changed > 10
+    (same,) = geometric([base], rng, Augmentation.none())
+    np.testing.assert_array_equal(same, base)
+    np.testing.assert_allclose(intensity(base, rng, Augmentation.none()), base)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_detector_sampler_balances_clefts_and_background(volumes) -> None:
+    train, _ = volumes
+    sampler = DetectorSampler(train, (4, 32, 32))
+    rng = np.random.default_rng(0)
+    for positive in (True, False) * 5:
+        image, target = sampler.draw(rng, positive)
+        assert image.shape == target.shape == (4, 32, 32)
+        assert (target.sum() >= sampler.min_positive) == positive
+
+
+def test_avan_sampler_targets_are_the_partner_segments(volumes) -> None:
+    train, _ = volumes
+    sampler = AvanSampler(train, (4, 32, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x, y = sampler.draw(rng)
+        assert x.shape == (2, 4, 32, 32) and y.shape == (2, 4, 32, 32)
+        assert x[1].sum() > 0, "the cleft's mask must be in its patch"
+        assert y[0].sum() > 0 and y[1].sum() > 0
+        assert not np.any((y[0] > 0) & (y[1] > 0)), "pre and post segments differ"
+
+
+def test_samplers_refuse_volumes_without_clefts(volumes) -> None:
+    train, _ = volumes
+    empty = prepare_volume(
+        train[0].image,
+        train[0].segmentation,
+        np.zeros_like(train[0].clefts),
+        train[0].partners.iloc[:0],
+        (40, 4, 4),
+        (40, 4, 4),
+    )
+    with pytest.raises(AvanInputError, match="no cleft"):
+        DetectorSampler([empty], (4, 32, 32))
+    with pytest.raises(AvanInputError, match="no cleft with partners"):
+        AvanSampler([empty], (4, 32, 32))
+
+
+def test_detector_working_size_coarsens_in_plane_only() -> None:
+    assert detector_voxel_size((40, 4, 4)) == (40, 8, 8)
+    assert detector_voxel_size((50, 4.6, 4.6)) == pytest.approx((50, 9.2, 9.2))
+    assert detector_voxel_size((40, 8, 8)) == (40, 8, 8)
+
+
+def test_prepare_volume_resamples_and_checks(volumes) -> None:
+    s = synthesize(seed=11, shape=SHAPE)
+    vol = prepare_volume(
+        s.image, s.segmentation, s.clefts, s.partners, (40, 4, 4), (40, 8, 8), "half"
+    )
+    assert vol.image.shape == (8, 48, 48) and vol.image.dtype == np.float32
+    assert vol.clefts.dtype == s.clefts.dtype
+    assert set(vol.partners["cleft_id"]) <= set(np.unique(vol.clefts).tolist())
+    with pytest.raises(AvanInputError, match="shape"):
+        prepare_volume(s.image[:4], s.segmentation, s.clefts, s.partners, (40, 4, 4), (40, 4, 4))
+    with pytest.raises(AvanInputError, match="integer"):
+        prepare_volume(
+            s.image, s.segmentation.astype(float), s.clefts, s.partners, (40, 4, 4), (40, 4, 4)
+        )
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@pytest.mark.parametrize("kind", ["avan", "clefts"])
+def test_training_writes_a_loadable_model_with_log_and_recipe(
+    tmp_path: Path, volumes, kind: str
+) -> None:
+    train, val = volumes
+    out = tmp_path / "model"
+    steps = list(iter_train(_settings(kind), train, val, out, recipe={"command": "test"}, run=FP32))
+    assert [p.step for p in steps] == [1, 2, 3, 4]
+    assert [p.validation is not None for p in steps] == [False, True, False, True]
+    assert steps[-1].fraction == 1.0 and steps[-1].saved
+    assert not (out / STATE_FILE).exists(), "the resumable state goes when the run ends"
+    log = (out / LOG_FILE).read_text().splitlines()
+    assert log[0].startswith("step,elapsed_s,lr,loss") and len(log) == 3
+    assert json.loads((out / RECIPE_FILE).read_text()) == {"command": "test"}
+    task = "avan" if kind == "avan" else "cleft-detector"
+    model = resolve_model(out, task)
+    assert model.metadata["task"] == task and model.metadata["steps"] == 4
+    assert model.metadata["metrics"] == steps[-1].best
+    other = "cleft-detector" if kind == "avan" else "avan"
+    with pytest.raises(AvanInputError, match=f"a {other} model is needed"):
+        resolve_model(out, other)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path, volumes) -> None:
+    train, val = volumes
+    run = FP32
+    whole = tmp_path / "whole"
+    for _ in iter_train(_settings(), train, val, whole, run=run):
+        pass
+    part = tmp_path / "part"
+    for progress in iter_train(_settings(), train, val, part, run=run):
+        if progress.step == 2:
+            break  # interrupted after the first checkpoint
+    assert (part / STATE_FILE).is_file()
+    with pytest.raises(AvanInputError, match="--resume"):
+        next(iter_train(_settings(), train, val, part, run=run))
+    resumed = list(iter_train(_settings(), train, val, part, run=run, resume=True))
+    assert [p.step for p in resumed] == [3, 4]
+    assert not (part / STATE_FILE).exists()
+    a = load_model(whole).network.state_dict()
+    b = load_model(part).network.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert (part / LOG_FILE).read_text().count("\n") == 3
+    with pytest.raises(AvanInputError, match="no training state"):
+        next(iter_train(_settings(), train, val, part, run=run, resume=True))
+
+
+def test_fine_tuning_starts_from_the_init_weights(tmp_path: Path, volumes) -> None:
+    train, val = volumes
+    first = tmp_path / "first"
+    for _ in iter_train(_settings(steps=2), train, val, first, run=FP32):
+        pass
+    tuned = tmp_path / "tuned"
+    for _ in iter_train(_settings(steps=2, lr=1e-9), train, val, tuned, init=first, run=FP32):
+        pass
+    # with a vanishing learning rate the weights stay those of --init (BatchNorm's running
+    # statistics move with every forward pass, so only parameters are compared)
+    a = dict(load_model(first).network.named_parameters())
+    b = dict(load_model(tuned).network.named_parameters())
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    assert load_model(tuned).metadata["training"]["init"] == str(first)
+    with pytest.raises(AvanInputError, match="not a clefts model"):
+        next(
+            iter_train(
+                _settings("clefts", steps=2), train, val, tmp_path / "x", init=first, run=FP32
+            )
+        )
+
+
+def test_settings_refuse_bad_budgets() -> None:
+    with pytest.raises(AvanInputError, match="budget"):
+        TrainSettings("avan")
+    with pytest.raises(AvanInputError, match="kind"):
+        TrainSettings("segmentation", steps=3)
+    with pytest.raises(AvanInputError, match="steps"):
+        TrainSettings("avan", steps=0)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _cli(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "avan",
+        "--out",
+        str(tmp_path / "cli-model"),
+        "--synthetic",
+        "1",
+        "--val-synthetic",
+        "1",
+        "--synthetic-shape",
+        "8,64,64",
+        "--widths",
+        "4,8",
+        "--patch",
+        "4,32,32",
+        "--quiet",
+        "--no-bf16",
+        *extra,
+    ]
+
+
+def test_cli_trains_and_records_the_command(tmp_path: Path, capsys) -> None:
+    args = _cli(tmp_path, "--steps", "2", "--val-every", "1")
+    assert main(args) == 0
+    recipe = json.loads((tmp_path / "cli-model" / RECIPE_FILE).read_text())
+    assert recipe["command"] == "napari-avan " + " ".join(args)
+    assert "after 2 steps" in capsys.readouterr().out
+    # the folder now exists: a second run refuses to replace it
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "budget"),
+        (("--steps", "2", "--image", "x.zarr"), "same number of times"),
+        (("--steps", "2", "--val-split", "q=3"), "y=700"),
+    ],
+)
+def test_cli_bad_training_input_is_one_line(tmp_path: Path, capsys, extra, message) -> None:
+    try:
+        code = main(_cli(tmp_path, *extra))
+    except SystemExit as stop:  # argparse usage errors exit from the parser
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cli-model").exists()
