@@ -532,8 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder (see napari-avan train) or bundled name (default: cleft-detector)",
     )
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
-    p.add_argument("--threshold", type=float, default=0.5, help="cleft probability cut")
-    p.add_argument("--min-size", type=int, default=50, help="smallest cleft in voxels")
+    p.add_argument(
+        "--threshold", type=float, help="cleft probability cut (default: the model's, else 0.5)"
+    )
+    p.add_argument(
+        "--min-size", type=int, help="smallest cleft in voxels (default: the model's, else 50)"
+    )
     p.add_argument(
         "--join-radius-nm", type=float, default=0.0, help="join fragments closer in-plane"
     )

@@ -58,8 +58,8 @@ def iter_detect(
     voxel_size_nm: VoxelSize,
     *,
     run: RunPlan | None = None,
-    threshold: float = 0.5,
-    min_size: int = 50,
+    threshold: float | None = None,
+    min_size: int | None = None,
     join_radius_nm: float = 0.0,
     flip_tta: bool = False,
     batch_size: int = 1,
@@ -72,6 +72,8 @@ def iter_detect(
         voxel_size_nm: the image's voxel size (z, y, x).
         run: device plan (default: best available).
         threshold, min_size, join_radius_nm: post-processing
+            (threshold and min_size default to the model's ``postprocess`` metadata,
+            where the minimum is a volume in nm^3, else 0.5 and 50 voxels)
             (:func:`napari_avan.core.clefts.clefts_from_probability`).
         flip_tta: average the in-plane flips.
         batch_size: patches per forward pass.
@@ -96,6 +98,12 @@ def iter_detect(
         min(int(o), p // 2)  # at most half a patch, so windows always advance
         for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
     )
+    post = meta.get("postprocess") or {}
+    if threshold is None:
+        threshold = float(post.get("threshold", 0.5))
+    if min_size is None:
+        volume = post.get("min_volume_nm3")
+        min_size = 50 if volume is None else max(1, round(float(volume) / float(np.prod(voxel))))
     proximity = meta.get("target") == "proximity"
     result: np.ndarray | None = None
     for step in iter_predict(

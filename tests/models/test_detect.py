@@ -94,3 +94,22 @@ def test_an_avan_model_is_not_a_detector(tmp_path: Path) -> None:
     model = load_model(save_model(tmp_path / "avan", net, {"voxel_size_nm": [40, 4, 4]}))
     with pytest.raises(AvanInputError, match="not a cleft detector"):
         detect(model, np.zeros((2, 32, 32), np.uint8), (40.0, 4.0, 4.0), run=FP32)
+
+
+def test_post_processing_defaults_come_from_the_model(tmp_path: Path) -> None:
+    model = load_model(tiny_detector(tmp_path))
+    image = synthesize(seed=0, shape=(6, 96, 96)).image
+    voxel = (40.0, 4.0, 4.0)
+    plain = detect(model, image, voxel, run=FP32)
+    np.testing.assert_array_equal(
+        plain.clefts, clefts_from_probability(plain.prob, threshold=0.5, min_size=50)
+    )
+    threshold = float(np.quantile(plain.prob, 0.7))
+    model.metadata["postprocess"] = {"threshold": threshold, "min_volume_nm3": 20 * 640.0}
+    tuned = detect(model, image, voxel, run=FP32)
+    expected = clefts_from_probability(plain.prob, threshold=threshold, min_size=20)
+    np.testing.assert_array_equal(tuned.clefts, expected)
+    assert tuned.clefts.max() > 0, "the test needs clefts to compare"
+    # arguments given by the caller win over the model's defaults
+    given = detect(model, image, voxel, run=FP32, threshold=0.5, min_size=50)
+    np.testing.assert_array_equal(given.clefts, plain.clefts)
