@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from napari_avan.cli import HOLDOUT_SEED
-from napari_avan.core.metrics import assignment_metrics, cleft_metrics
+from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.core.synth import synthesize
 from napari_avan.models.assign import iter_assign
 from napari_avan.models.checkpoint import resolve_model
@@ -49,7 +49,7 @@ def main() -> None:
             pred = pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id"])
             a = assignment_metrics(pred, s.partners, polyadic=polyadic)
             scores.append((a.accuracy, a.f1, a.n_clefts))
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+        f1 = precision_recall_f1(tp, fp, fn)[2]
         acc, edge_f1, n = (np.array(x) for x in zip(*scores, strict=True))
         kind = "polyadic" if polyadic else "dyadic"
         print(

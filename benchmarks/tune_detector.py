@@ -12,7 +12,7 @@ import argparse
 
 from napari_avan.cli import SYNTH_VAL_SEED
 from napari_avan.core.clefts import clefts_from_probability
-from napari_avan.core.metrics import cleft_metrics
+from napari_avan.core.metrics import cleft_metrics, precision_recall_f1
 from napari_avan.core.synth import synthesize
 from napari_avan.models.checkpoint import resolve_model
 from napari_avan.models.detect import detect
@@ -38,7 +38,7 @@ def main() -> None:
                 labels = clefts_from_probability(prob, threshold=threshold, min_size=min_size)
                 m = cleft_metrics(labels, volume.clefts)
                 tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+            f1 = precision_recall_f1(tp, fp, fn)[2]
             print(f"{threshold:9.2f} {min_size:8d} {f1:9.3f} {tp:4d} {fp:4d} {fn:4d}")
 
 

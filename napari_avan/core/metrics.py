@@ -36,7 +36,8 @@ def _ratio(num: float, den: float) -> float:
     return 1.0 if den == 0 else float(num) / float(den)
 
 
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts, each 0 / 0 = 1.0."""
     return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
 
 
@@ -244,11 +245,11 @@ def cleft_metrics(
         )
     )
     n_pred, n_true, tp = int(ov.pred_ids.size), int(ov.true_ids.size), len(matches)
-    precision, recall, f1 = _prf(tp, n_pred - tp, n_true - tp)
+    precision, recall, f1 = precision_recall_f1(tp, n_pred - tp, n_true - tp)
     v_tp = int(ov.pair_voxels.sum())
     v_fp = int(ov.pred_size.sum()) - v_tp
     v_fn = int(ov.true_size.sum()) - v_tp
-    v_precision, v_recall, v_f1 = _prf(v_tp, v_fp, v_fn)
+    v_precision, v_recall, v_f1 = precision_recall_f1(v_tp, v_fp, v_fn)
     return CleftMetrics(
         precision=precision,
         recall=recall,
@@ -360,14 +361,14 @@ def assignment_metrics(
         hit = len(true_edges & pred_edges)
         c_fp, c_fn = len(pred_edges) - hit, len(true_edges) - hit
         tp, fp, fn = tp + hit, fp + c_fp, fn + c_fn
-        p, r, f = _prf(hit, c_fp, c_fn)
+        p, r, f = precision_recall_f1(hit, c_fp, c_fn)
         cleft_p.append(p)
         cleft_r.append(r)
         cleft_f.append(f)
         exact += pred_edges == true_edges
         pre_ok += bool(pred_edges) and {e[0] for e in pred_edges} == {e[0] for e in true_edges}
     n = len(true_sets)
-    precision, recall, f1 = _prf(tp, fp, fn)
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     ignored = sum(len(e) for c, e in pred_sets.items() if c not in true_sets)
     return AssignmentMetrics(
         polyadic=bool(polyadic),
@@ -486,7 +487,7 @@ def edge_metrics(
     n_pred = len(pred_table)
     n_true = len(true_edges)
     fp, fn = n_pred - tp, n_true - tp
-    precision, recall, f1 = _prf(tp, fp, fn)
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     return EdgeMetrics(
         precision=precision,
         recall=recall,

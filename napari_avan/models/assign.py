@@ -31,7 +31,7 @@ from napari_avan.core.geometry import (
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import resample, to_float
+from napari_avan.models.inference import pad_mirror, resample, to_float
 from napari_avan.models.networks import UNetConfig
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 
@@ -265,8 +265,7 @@ def _inputs(image: np.ndarray, clefts: np.ndarray, task: _Task, patch: tuple[int
     img = to_float(np.asarray(image[task.crop]))
     mask = (np.asarray(clefts[task.crop]) == task.cleft_id).astype(np.float32)
     if any(a or b for a, b in task.pad):
-        small = any(n <= max(p) for n, p in zip(img.shape, task.pad, strict=True))
-        img = np.pad(img, task.pad, mode="edge" if small else "reflect")
+        img = pad_mirror(img, task.pad)
         mask = np.pad(mask, task.pad)
     return np.stack([resample(img, patch, order=1), resample(mask, patch, order=0)])
 

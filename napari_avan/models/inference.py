@@ -85,6 +85,14 @@ def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarr
     return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
 
 
+def pad_mirror(array: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
+    """Reflect-pad ``array``; where an axis is too short to reflect, repeat its edge."""
+    if not any(a or b for a, b in pads):
+        return array
+    small = any(n <= max(p) for n, p in zip(array.shape, pads, strict=True))
+    return np.pad(array, pads, mode="edge" if small else "reflect")
+
+
 def _pad_widths(shape: Shape3, patch: Shape3, overlap: Shape3) -> list[tuple[int, int]]:
     widths = []
     for size, p, o in zip(shape, patch, overlap, strict=True):

@@ -36,14 +36,14 @@ import torch
 from torch import nn
 
 from napari_avan.core.clefts import clefts_from_probability
-from napari_avan.core.metrics import assignment_metrics, cleft_metrics
+from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.core.tables import as_partner_table
 from napari_avan.models.augment import Augmentation, geometric, intensity
 from napari_avan.models.checkpoint import LoadedModel, load_model, save_model
 from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH, fit_patch
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import predict, resample, to_float
+from napari_avan.models.inference import pad_mirror, predict, resample, to_float
 from napari_avan.models.networks import (
     ResidualSymmetricUNet,
     UNetConfig,
@@ -171,13 +171,9 @@ def _crop(array: np.ndarray, start: Sequence[int], patch: Sequence[int], mode: s
         slices.append(slice(a, b))
         pads.append((a - s, s + p - b))
     out = array[tuple(slices)]
-    if any(x or y for x, y in pads):
-        if mode == "constant":
-            out = np.pad(out, pads)
-        else:
-            small = any(n <= max(p) for n, p in zip(out.shape, pads, strict=True))
-            out = np.pad(out, pads, mode="edge" if small else "reflect")
-    return out
+    if mode == "constant":
+        return np.pad(out, pads) if any(x or y for x, y in pads) else out
+    return pad_mirror(out, pads)
 
 
 def _start_around(centre: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> list[int]:
@@ -192,15 +188,20 @@ def _start_around(centre: Sequence[int], patch: Sequence[int], shape: Sequence[i
 class DetectorSampler:
     """Balanced cleft / background patches (rejection sampling)."""
 
-    def __init__(self, volumes: Sequence[TrainingVolume], patch: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        volumes: Sequence[TrainingVolume],
+        patch: tuple[int, int, int],
+        min_positive: int = 20,
+    ) -> None:
         self.volumes = list(volumes)
         self.patch = patch
+        self.min_positive = min_positive
         self.cleft_voxels = [np.argwhere(v.clefts > 0) for v in self.volumes]
         if not any(len(c) for c in self.cleft_voxels):
             raise AvanInputError("the training volumes hold no cleft voxel: nothing to learn")
         sizes = np.array([v.image.size for v in self.volumes], float)
         self.weights = sizes / sizes.sum()
-        self.min_positive = 20
 
     def draw(self, rng: np.random.Generator, positive: bool) -> tuple[np.ndarray, np.ndarray]:
         patch = self.patch
@@ -292,8 +293,8 @@ def validate_detector(
         tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
         vtp, vfp, vfn = vtp + m.voxel_tp, vfp + m.voxel_fp, vfn + m.voxel_fn
     return {
-        "cleft_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-        "voxel_f1": 2 * vtp / (2 * vtp + vfp + vfn) if vtp + vfp + vfn else 1.0,
+        "cleft_f1": precision_recall_f1(tp, fp, fn)[2],
+        "voxel_f1": precision_recall_f1(vtp, vfp, vfn)[2],
     }
 
 
@@ -368,7 +369,7 @@ def _train_autocast(run: RunPlan, network: nn.Module) -> contextlib.AbstractCont
     return torch.autocast(run.device.type, dtype=run.autocast_dtype)
 
 
-def build_network(settings: TrainSettings, init: LoadedModel | None) -> nn.Module:
+def initial_network(settings: TrainSettings, init: LoadedModel | None) -> nn.Module:
     """A fresh network for ``settings.kind``, or the ``init`` model's to fine-tune."""
     if init is not None:
         net = init.network
@@ -440,7 +441,7 @@ def iter_train(
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     init_model = load_model(init) if init is not None else None
-    network = build_network(settings, init_model).to(run.device)
+    network = initial_network(settings, init_model).to(run.device)
     assert isinstance(network, ResidualSymmetricUNet)
     if run.channels_last:
         network = network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
@@ -448,8 +449,7 @@ def iter_train(
     patch = settings.train_patch
     sampler: DetectorSampler | AvanSampler
     if settings.kind == "clefts":
-        sampler = DetectorSampler(train, patch)
-        sampler.min_positive = settings.min_positive
+        sampler = DetectorSampler(train, patch, settings.min_positive)
     else:
         sampler = AvanSampler(train, patch)
     metadata: dict[str, Any] = {
