@@ -290,8 +290,11 @@ def cmd_assign(args: argparse.Namespace) -> int:
     voxel_size = _voxel_size_of(args.image, image, clefts, seg)
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
-    model = resolve_model(args.model, "avan")
+    model = resolve_model(args.model, args.method)
     run = plan(args.device)
+    name = str(model.metadata.get("name", Path(args.model or args.method).name))
+    if args.method != "avan":
+        return _assign_pruner(args, model, image.data, clefts.data, seg.data, voxel_size, run, out)
     assignments = []
     with tqdm(desc=f"assign on {run.describe()}", unit="patch", disable=args.quiet) as bar:
         for step in iter_assign(
@@ -304,6 +307,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
             polyadic=args.polyadic,
             pre_threshold=args.pre_threshold,
             post_threshold=args.post_threshold,
+            flip_tta=args.tta,
         ):
             bar.total = step.total
             bar.update(step.done - bar.n)
@@ -315,11 +319,56 @@ def cmd_assign(args: argparse.Namespace) -> int:
         weights[["cleft_id", "pre_id", "post_id"]],
         voxel_size_nm=voxel_size,
         weights=weights,
-        model=str(model.metadata.get("name", Path(args.model or "avan").name)),
+        model=name,
     )
     write_table(edges, out, overwrite=args.overwrite)
     unassigned = sum(1 for a in assignments if not a.edges)
     print(f"wrote {out} ({len(edges)} edges; {unassigned} clefts without partners)")
+    return 0
+
+
+def _assign_pruner(
+    args: argparse.Namespace,
+    model: Any,
+    image: Any,
+    clefts: Any,
+    seg: Any,
+    voxel_size: Any,
+    run: Any,
+    out: Path,
+) -> int:
+    """``assign --method mask-pruner|proximity-pruner``: the baselines' edges."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from napari_avan.core.tables import edge_table
+    from napari_avan.io import write_table
+    from napari_avan.models.pruners import iter_assign_pruner
+
+    edges = None
+    desc = f"{args.method} on {run.describe()}"
+    with tqdm(desc=desc, unit="pair", disable=args.quiet) as bar:
+        for step in iter_assign_pruner(
+            model, np.asarray(image), np.asarray(clefts), np.asarray(seg), voxel_size, run=run,
+            polyadic=args.polyadic, threshold=args.threshold,
+        ):  # fmt: skip
+            bar.total = step.total
+            bar.update(step.done - bar.n)
+            edges = step.edges
+    assert edges is not None
+    weights = edges.rename(columns={"score": "presyn_wt"}).assign(postsyn_wt=edges["score"])
+    table = edge_table(
+        np.asarray(clefts),
+        np.asarray(seg),
+        edges[["cleft_id", "pre_id", "post_id"]],
+        voxel_size_nm=voxel_size,
+        weights=weights,
+        model=str(model.metadata.get("name", args.method)),
+    )
+    write_table(table, out, overwrite=args.overwrite)
+    n_clefts = len(set(np.unique(np.asarray(clefts)).tolist()) - {0})
+    missing = n_clefts - edges["cleft_id"].nunique()
+    print(f"wrote {out} ({len(table)} edges; {missing} clefts without a candidate pair)")
     return 0
 
 
@@ -382,6 +431,7 @@ def _synthetic_groups(count: int, polyadic: bool, first_seed: int, shape: Any) -
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.device import plan
     from napari_avan.models.train import (
         TrainSettings,
@@ -428,9 +478,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             "--val-synthetic N"
         )
     data_voxel = train[0][-1]
-    working = args.working_voxel_size or (
-        detector_voxel_size(data_voxel) if args.kind == "clefts" else data_voxel
-    )
+    if args.working_voxel_size:
+        working = args.working_voxel_size
+    elif args.init:  # fine-tuning keeps the starting model's working size
+        task = "cleft-detector" if args.kind == "clefts" else args.kind
+        working = tuple(resolve_model(args.init, task).metadata["voxel_size_nm"])
+    else:
+        working = detector_voxel_size(data_voxel) if args.kind == "clefts" else data_voxel
     settings = TrainSettings(
         args.kind,
         steps=args.steps,
@@ -443,6 +497,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         widths=args.widths,
         voxel_size_nm=working,
         polyadic=args.polyadic,
+        target=args.target,
     )
 
     def prepared(groups: list) -> list:
@@ -471,6 +526,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             run=run,
             recipe=recipe,
+            proximity_model=args.proximity_model,
         ):
             bar.update(progress.step - bar.n)
             shown = {"loss": f"{progress.loss:.3f}"}
@@ -547,16 +603,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("assign", help="assign partners to clefts with an AVAN model")
+    p = sub.add_parser("assign", help="assign partners to clefts (AVAN or a pruner baseline)")
     p.add_argument("image", help="EM volume (volume spec)")
     p.add_argument("--clefts", required=True, help="cleft labels (volume spec)")
     p.add_argument("--segmentation", required=True, help="neuron segmentation (volume spec)")
     p.add_argument("--out", required=True, help="edge table (CSV)")
-    p.add_argument("--model", help="AVAN model folder or bundled name (default: the bundled avan)")
+    p.add_argument(
+        "--method", choices=["avan", "mask-pruner", "proximity-pruner"], default="avan",
+        help="AVAN (default) or one of the candidate-pruner baselines",
+    )  # fmt: skip
+    p.add_argument("--model", help="model folder or bundled name (default: the method's bundled)")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument("--polyadic", action="store_true", help="all partners above the thresholds")
-    p.add_argument("--pre-threshold", type=float, default=0.5)
-    p.add_argument("--post-threshold", type=float, default=0.5)
+    p.add_argument(
+        "--pre-threshold",
+        type=float,
+        default=None,
+        help="AVAN, polyadic (default: the model's, chosen on validation data)",
+    )
+    p.add_argument(
+        "--post-threshold",
+        type=float,
+        default=None,
+        help="AVAN, polyadic (default: the model's, chosen on validation data)",
+    )
+    p.add_argument("--threshold", type=float, default=None,
+                   help="pruners, polyadic: keep pairs with a probability >= this (default: "
+                   "the model's)")  # fmt: skip
+    p.add_argument("--tta", action="store_true", help="AVAN: average the in-plane flips")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true")
@@ -564,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train a cleft detector or AVAN",
+        help="train a cleft detector, AVAN or a pruner baseline",
         description=(
             "Train a model on one or more volumes (each an --image/--segmentation/--clefts/"
             "--partners group) and/or synthetic volumes, validating on --val-* groups, a "
@@ -572,7 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
             "model is kept in --out with its training log and recipe."
         ),
     )
-    p.add_argument("kind", choices=["clefts", "avan"], help="what to train")
+    p.add_argument(
+        "kind", choices=["clefts", "avan", "mask-pruner", "proximity-pruner"], help="what to train"
+    )
+    p.add_argument("--target", choices=["mask", "proximity"], default="mask",
+                   help="clefts: cleft mask (default) or signed proximity (for the proximity "
+                   "pruner)")  # fmt: skip
+    p.add_argument("--proximity-model", help="proximity-pruner: its signed proximity detector")
     p.add_argument("--out", required=True, help="model folder to create")
     for prefix, what in (("", "training"), ("val-", "validation")):
         p.add_argument(f"--{prefix}image", action="append", help=f"{what} EM volume spec")
@@ -588,12 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic-shape", type=_shape, default=(32, 256, 256), metavar="Z,Y,X")
     p.add_argument("--steps", type=int, help="step budget")
     p.add_argument("--minutes", type=float, help="time budget (the first budget to end stops)")
-    p.add_argument("--init", help="model folder to fine-tune from")
+    p.add_argument("--init", help="model folder or bundled name to fine-tune from")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--voxel-size", type=_voxel_size, metavar="Z,Y,X", help="of the inputs (nm)")
     p.add_argument("--working-voxel-size", type=_voxel_size, metavar="Z,Y,X",
-                   help="the model's working voxel size (default: the data's; detector: "
-                   "in-plane coarsened to about 8 nm)")  # fmt: skip
+                   help="the model's working voxel size (default: the --init model's, else "
+                   "the data's; detector: in-plane coarsened to about 8 nm)")  # fmt: skip
     p.add_argument("--patch", type=_shape, metavar="Z,Y,X", help="training patch")
     p.add_argument("--widths", type=_widths, help="U-Net widths, e.g. 16,32,64,128")
     p.add_argument("--batch-size", type=int, default=1)

@@ -484,8 +484,10 @@ def candidate_masks(
 # --- evaluation -------------------------------------------------------------------------------
 
 
-def _cleft_of_candidate_boxes(candidates: pd.DataFrame, true_clefts: np.ndarray) -> np.ndarray:
-    """For each candidate, the true cleft with the most voxels in its box (0 if none)."""
+def cleft_of_candidates(candidates: pd.DataFrame, clefts: np.ndarray) -> np.ndarray:
+    """For each candidate (a table with box columns), the cleft with the most voxels in its
+    box: the lowest id on ties, 0 when the box holds no cleft voxel."""
+    true_clefts = clefts
     try:
         begin = from_xyz_columns(candidates, BBOX_BEGIN_PREFIX).astype(np.int64)
         end = from_xyz_columns(candidates, BBOX_END_PREFIX).astype(np.int64)
@@ -556,7 +558,7 @@ def best_pair_per_cleft(
             "by their bounding boxes"
         )
     else:
-        cleft = _cleft_of_candidate_boxes(candidates, true_clefts)
+        cleft = cleft_of_candidates(candidates, true_clefts)
 
     rows = np.flatnonzero(cleft != 0)
     # order by cleft, then score descending, then row: the first row of each cleft wins

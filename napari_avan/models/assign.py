@@ -99,7 +99,7 @@ def _centres(begin: int, end: int, extent: int, anchor: int) -> list[int]:
     return centres
 
 
-def _decide(
+def decide_partners(
     cleft_id: int,
     candidates: np.ndarray,
     pre: np.ndarray,
@@ -138,11 +138,12 @@ def iter_assign(
     cleft_ids: Sequence[int] | None = None,
     run: RunPlan | None = None,
     polyadic: bool = False,
-    pre_threshold: float = 0.5,
-    post_threshold: float = 0.5,
+    pre_threshold: float | None = None,
+    post_threshold: float | None = None,
     radius_nm: float = DEFAULT_DILATION_RADIUS_NM,
     n_sections: int = DEFAULT_DILATION_SECTIONS,
     batch_size: int = 4,
+    flip_tta: bool = False,
 ) -> Iterator[AssignProgress]:
     """Assign partners to clefts with an AVAN model.
 
@@ -153,9 +154,11 @@ def iter_assign(
         cleft_ids: clefts to assign (default: all).
         run: device plan.
         polyadic: all candidates above the thresholds instead of the argmax pair.
-        pre_threshold, post_threshold: polyadic thresholds on the mean outputs.
+        pre_threshold, post_threshold: polyadic thresholds on the mean outputs (default:
+            the model's ``postprocess`` metadata, chosen on validation data, else 0.5).
         radius_nm, n_sections: candidate region: the cleft dilated in-plane.
         batch_size: patches per forward pass.
+        flip_tta: average the outputs over the four in-plane flips (4x the compute).
     """
     network = model.network
     config = getattr(network, "config", None)
@@ -166,6 +169,11 @@ def iter_assign(
         raise AvanInputError(f"volumes must be (z, y, x), got shape {image.shape}")
     voxel = check_voxel_size(voxel_size_nm)
     meta = model.metadata
+    post = meta.get("postprocess") or {}
+    if pre_threshold is None:
+        pre_threshold = float(post.get("pre_threshold", 0.5))
+    if post_threshold is None:
+        post_threshold = float(post.get("post_threshold", 0.5))
     working = check_voxel_size(meta.get("voxel_size_nm", voxel), what="model voxel size")
     patch = tuple(int(p) for p in meta.get("patch", DEFAULT_AVAN_PATCH))
     for p, d, axis in zip(patch, config.divisor, "zyx", strict=True):
@@ -210,8 +218,16 @@ def iter_assign(
     for first in range(0, total, batch_size):
         chunk = tasks[first : first + batch_size]
         batch = np.stack([_inputs(image, clefts, t, patch) for t in chunk])
+        x = run.tensor(torch.from_numpy(batch))
+        flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,), (-2, -1)] if flip_tta else [])
+        total_out = None
         with run.autocast():
-            out = torch.sigmoid(net(run.tensor(torch.from_numpy(batch))).float()).cpu().numpy()
+            for dims in flips:
+                y = torch.sigmoid(net(torch.flip(x, dims) if dims else x).float())
+                y = torch.flip(y, dims) if dims else y
+                total_out = y if total_out is None else total_out + y
+        assert total_out is not None
+        out = (total_out / len(flips)).cpu().numpy()
         finished = []
         for task, values in zip(chunk, out, strict=True):
             # ids are relabelled within the patch, so large uint64 ids cost nothing
@@ -247,7 +263,7 @@ def iter_assign(
                     ]
                 ).reshape(-1, 2)
                 finished.append(
-                    _decide(
+                    decide_partners(
                         task.cleft_id,
                         candidates,
                         mean[:, 0],

@@ -65,7 +65,7 @@ def build_network(architecture: dict[str, Any]) -> nn.Module:
     raise AvanInputError(f"unknown architecture kind {kind!r} in the model metadata")
 
 
-def _architecture(network: nn.Module) -> dict[str, Any]:
+def architecture_of(network: nn.Module) -> dict[str, Any]:
     if isinstance(network, ResidualSymmetricUNet):
         return {"kind": "unet", "config": network.config.to_dict()}
     if isinstance(network, PrunerNet):
@@ -105,7 +105,7 @@ def save_model(
         **(metadata or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": _architecture(network),
+        "architecture": architecture_of(network),
     }
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -203,7 +203,12 @@ def load_model(
 BUNDLED_DIR = Path(__file__).with_name("weights")
 REGISTRY_FILE = "registry.json"
 #: The bundled model each task uses when none is named.
-DEFAULT_MODELS = {"cleft-detector": "cleft-detector", "avan": "avan"}
+DEFAULT_MODELS = {
+    "cleft-detector": "cleft-detector",
+    "avan": "avan",
+    "mask-pruner": "mask-pruner",
+    "proximity-pruner": "proximity-pruner",
+}
 
 
 def bundled_models() -> dict[str, dict[str, Any]]:
@@ -222,7 +227,8 @@ def resolve_model(spec: str | Path | None, task: str) -> LoadedModel:
 
     Args:
         spec: a model folder (or its weights file), a bundled model name, or None.
-        task: ``"cleft-detector"`` or ``"avan"``: picks the default and is checked against
+        task: a key of :data:`DEFAULT_MODELS` (``"cleft-detector"``, ``"avan"``, a pruner):
+            picks the default and is checked against
             the model's metadata.
 
     Raises:

@@ -115,7 +115,7 @@ def iter_detect(
         run=run,
         batch_size=batch_size,
         flip_tta=flip_tta,
-        activation=None if proximity else "sigmoid",
+        activation="tanh" if proximity else "sigmoid",
     ):
         if step.result is None:
             yield DetectProgress(step.done, step.total)

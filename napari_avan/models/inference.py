@@ -10,7 +10,7 @@ that yields :class:`Progress` after every batch; stopping the iteration cancels 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,22 @@ def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarr
     return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
 
 
+def crop_window(
+    array: np.ndarray, start: Sequence[int], patch: Sequence[int], *, mirror: bool
+) -> np.ndarray:
+    """``array[start : start + patch]``; where the window leaves the array it is padded by
+    mirroring (``mirror``, for images) or with zeros (for labels and masks)."""
+    slices, pads = [], []
+    for s, p, n in zip(start, patch, array.shape, strict=True):
+        a, b = max(0, s), min(n, s + p)
+        slices.append(slice(a, b))
+        pads.append((a - s, s + p - b))
+    out = array[tuple(slices)]
+    if not any(x or y for x, y in pads):
+        return out
+    return pad_mirror(out, pads) if mirror else np.pad(out, pads)
+
+
 def pad_mirror(array: np.ndarray, pads: list[tuple[int, int]]) -> np.ndarray:
     """Reflect-pad ``array``; where an axis is too short to reflect, repeat its edge."""
     if not any(a or b for a, b in pads):
@@ -137,7 +153,7 @@ def iter_predict(
         run: device plan; default :func:`napari_avan.models.device.plan`.
         batch_size: patches per forward pass.
         flip_tta: average the four in-plane flips.
-        activation: ``"sigmoid"`` or None (raw outputs).
+        activation: ``"sigmoid"``, ``"tanh"`` or None (raw outputs).
 
     Yields:
         Progress after each batch; the last one carries the (out_channels, z, y, x) result.
@@ -146,8 +162,8 @@ def iter_predict(
         inputs = inputs[None]
     if inputs.ndim != 4:
         raise AvanInputError(f"inputs must be (C, z, y, x) or (z, y, x), got {inputs.shape}")
-    if activation not in ("sigmoid", None):
-        raise AvanInputError(f"activation {activation!r} is not 'sigmoid' or None")
+    if activation not in ("sigmoid", "tanh", None):
+        raise AvanInputError(f"activation {activation!r} is not 'sigmoid', 'tanh' or None")
     config = getattr(network, "config", None)
     divisor: Shape3 = getattr(config, "divisor", (1, 1, 1))
     _check(patch, overlap, divisor)
@@ -185,6 +201,8 @@ def iter_predict(
                 y_out = network(x_in).float()
                 if activation == "sigmoid":
                     y_out = torch.sigmoid(y_out)
+                elif activation == "tanh":
+                    y_out = torch.tanh(y_out)
                 out += (torch.flip(y_out, dims) if dims else y_out).cpu()
         result = out.numpy() / len(flips)
         for (z, y, x), values in zip(chunk, result, strict=True):

@@ -1,4 +1,4 @@
-"""Training the cleft detector and AVAN (issue 4; DESIGN sections 3 and 4).
+"""Training the cleft detector, AVAN and the pruner baselines (DESIGN sections 3 and 4).
 
 Volumes are resampled once to the model's working voxel size. Each step draws a batch of
 patches, augments them (:mod:`napari_avan.models.augment`) and takes an Adam step whose
@@ -16,11 +16,16 @@ Sampling:
 - AVAN: a random cleft with partners, a window around a random voxel of it (jitter inside
   the cleft); inputs are the image and that cleft's mask, targets the masks of its
   presynaptic and postsynaptic segments.
+- signed proximity detector (``clefts`` with ``target="proximity"``): detector patches,
+  regressing Parag et al.'s signed proximity through a tanh.
+- pruners: candidate pairs (:mod:`napari_avan.models.pruners`), alternating true and false
+  pairs, each centred on a random voxel of its cleft (mask) or near its pieces (proximity).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -35,30 +40,61 @@ import pandas as pd
 import torch
 from torch import nn
 
+from napari_avan.core.candidates import DEFAULT_PROXIMITY_THRESHOLD, signed_proximity
 from napari_avan.core.clefts import clefts_from_probability
 from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.core.tables import as_partner_table
 from napari_avan.models.augment import Augmentation, geometric, intensity
-from napari_avan.models.checkpoint import LoadedModel, load_model, save_model
-from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH, fit_patch
+from napari_avan.models.checkpoint import (
+    LoadedModel,
+    architecture_of,
+    build_network,
+    load_model,
+    resolve_model,
+    save_model,
+)
+from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import pad_mirror, predict, resample, to_float
+from napari_avan.models.inference import crop_window, resample, to_float
 from napari_avan.models.networks import (
+    PrunerConfig,
+    PrunerNet,
     ResidualSymmetricUNet,
     UNetConfig,
     avan_config,
     cleft_detector_config,
 )
+from napari_avan.models.pruners import (
+    DEFAULT_PRUNER_PATCH,
+    PROXIMITY_WEIGHTS,
+    PrunerCandidates,
+    decide,
+    predict_proximity,
+    proximity_files,
+    score_candidates,
+)
+from napari_avan.models.tune import (
+    detector_probability,
+    tune_avan,
+    tune_detector,
+    tune_pruner,
+)
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 
-KINDS = ("clefts", "avan")
+KINDS = ("clefts", "avan", "mask-pruner", "proximity-pruner")
+DETECTOR_TRAIN_TARGETS = ("mask", "proximity")
 STATE_FILE = "train_state.pt"
 LOG_FILE = "log.csv"
 RECIPE_FILE = "recipe.json"
 #: The detector's default working in-plane voxel size (clefts are tens of nm thick).
 DETECTOR_INPLANE_NM = 8.0
-DEFAULT_TRAIN_PATCH = {"clefts": (16, 96, 96), "avan": (8, 96, 96)}
+DEFAULT_TRAIN_PATCH = {
+    "clefts": (16, 96, 96),
+    "avan": (8, 96, 96),
+    "mask-pruner": DEFAULT_PRUNER_PATCH,
+    "proximity-pruner": DEFAULT_PRUNER_PATCH,
+}
 
 
 @dataclass
@@ -126,7 +162,8 @@ class TrainSettings:
     widths: tuple[int, ...] | None = None
     voxel_size_nm: VoxelSize | None = None  # working size; set by the caller
     min_positive: int = 20
-    polyadic: bool = False  # AVAN: choose the best model by polyadic edge F1 first
+    polyadic: bool = False  # AVAN, pruners: choose the best model by polyadic edge F1 first
+    target: str = "mask"  # detector: "mask" (cleft probability) or "proximity" (signed)
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -138,6 +175,10 @@ class TrainSettings:
             raise AvanInputError(f"steps must be >= 1, got {self.steps}")
         if self.minutes is not None and self.minutes <= 0:
             raise AvanInputError(f"minutes must be > 0, got {self.minutes}")
+        if self.target not in DETECTOR_TRAIN_TARGETS:
+            raise AvanInputError(f"target {self.target!r} is not one of {DETECTOR_TRAIN_TARGETS}")
+        if self.target != "mask" and self.kind != "clefts":
+            raise AvanInputError("a target other than mask is for the cleft detector only")
         if self.batch_size < 1 or self.val_every < 1 or self.lr <= 0:
             raise AvanInputError("batch size and validation interval must be >= 1, lr > 0")
 
@@ -163,19 +204,6 @@ class TrainProgress:
 # --- sampling ---------------------------------------------------------------------------------
 
 
-def _crop(array: np.ndarray, start: Sequence[int], patch: Sequence[int], mode: str) -> np.ndarray:
-    """``array[start : start + patch]``, padded (``mode``) where the window leaves it."""
-    slices, pads = [], []
-    for s, p, n in zip(start, patch, array.shape, strict=True):
-        a, b = max(0, s), min(n, s + p)
-        slices.append(slice(a, b))
-        pads.append((a - s, s + p - b))
-    out = array[tuple(slices)]
-    if mode == "constant":
-        return np.pad(out, pads) if any(x or y for x, y in pads) else out
-    return pad_mirror(out, pads)
-
-
 def _start_around(centre: Sequence[int], patch: Sequence[int], shape: Sequence[int]) -> list[int]:
     """A window start placing ``centre`` inside, shifted into the volume where it fits."""
     starts = []
@@ -193,10 +221,12 @@ class DetectorSampler:
         volumes: Sequence[TrainingVolume],
         patch: tuple[int, int, int],
         min_positive: int = 20,
+        targets: Sequence[np.ndarray] | None = None,
     ) -> None:
         self.volumes = list(volumes)
         self.patch = patch
         self.min_positive = min_positive
+        self.targets = list(targets) if targets is not None else None  # else cleft masks
         self.cleft_voxels = [np.argwhere(v.clefts > 0) for v in self.volumes]
         if not any(len(c) for c in self.cleft_voxels):
             raise AvanInputError("the training volumes hold no cleft voxel: nothing to learn")
@@ -216,11 +246,13 @@ class DetectorSampler:
             else:
                 centre = [int(rng.integers(n)) for n in vol.image.shape]
             start = _start_around(centre, patch, vol.image.shape)
-            target = _crop(vol.clefts, start, patch, "constant") > 0
-            image = _crop(vol.image, start, patch, "reflect")
+            target = crop_window(vol.clefts, start, patch, mirror=False) > 0
+            image = crop_window(vol.image, start, patch, mirror=True)
             if (int(target.sum()) >= self.min_positive) == positive:
                 break
         assert image is not None and target is not None
+        if self.targets is not None:
+            target = crop_window(self.targets[k], start, patch, mirror=False)
         return image, target.astype(np.float32)
 
 
@@ -250,9 +282,9 @@ class AvanSampler:
         k, cleft_id, voxels, pre, post = self.items[int(rng.integers(len(self.items)))]
         vol = self.volumes[k]
         start = _start_around(voxels[rng.integers(len(voxels))], self.patch, vol.image.shape)
-        image = _crop(vol.image, start, self.patch, "reflect")
-        mask = _crop(vol.clefts, start, self.patch, "constant") == cleft_id
-        seg = _crop(vol.segmentation, start, self.patch, "constant")
+        image = crop_window(vol.image, start, self.patch, mirror=True)
+        mask = crop_window(vol.clefts, start, self.patch, mirror=False) == cleft_id
+        seg = crop_window(vol.segmentation, start, self.patch, mirror=False)
         targets = np.stack([np.isin(seg, pre), np.isin(seg, post)]).astype(np.float32)
         return np.stack([image, mask.astype(np.float32)]), targets
 
@@ -267,7 +299,34 @@ def _dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)).mean()
 
 
+class PrunerSampler:
+    """Candidate pairs, true and false in turn, each with a jittered patch centre."""
+
+    def __init__(self, candidates: Sequence[PrunerCandidates]) -> None:
+        self.candidates = list(candidates)
+        self.rows: dict[float, list[tuple[int, int]]] = {0.0: [], 1.0: []}
+        for k, cands in enumerate(self.candidates):
+            for label, rows in self.rows.items():
+                rows += [(k, int(i)) for i in np.flatnonzero(cands.labels == label)]
+        if not self.rows[1.0]:
+            raise AvanInputError(
+                "no candidate pair of the training volumes is a true edge: check the partner "
+                "table against the cleft labels (and, for the proximity pruner, its detector)"
+            )
+
+    def draw(self, rng: np.random.Generator, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.rows[1.0] if positive or not self.rows[0.0] else self.rows[0.0]
+        k, i = rows[int(rng.integers(len(rows)))]
+        cands = self.candidates[k]
+        x = cands.inputs(i, cands.training_centre(i, rng))
+        return x, np.array([cands.labels[i]], np.float32)
+
+
 def _loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "proximity":
+        return nn.functional.mse_loss(torch.tanh(logits), target)
+    if kind in ("mask-pruner", "proximity-pruner"):
+        return nn.functional.binary_cross_entropy_with_logits(logits, target.reshape(-1))
     bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
     if kind == "clefts":
         return bce + _dice_loss(logits, target)
@@ -278,16 +337,9 @@ def validate_detector(
     model: LoadedModel, volumes: Sequence[TrainingVolume], run: RunPlan, min_size: int
 ) -> dict[str, float]:
     """Object and voxel F1 of the detector on whole validation volumes (working size)."""
-    meta = model.metadata
     tp = fp = fn = vtp = vfp = vfn = 0
     for vol in volumes:
-        config = model.network.config
-        assert isinstance(config, UNetConfig)
-        patch = fit_patch(vol.image.shape, tuple(meta["patch"]), config.divisor)
-        overlap = tuple(min(o, p // 2) for o, p in zip(meta["overlap"], patch, strict=True))
-        prob = predict(
-            model.network, vol.image, patch=patch, overlap=overlap, out_channels=1, run=run
-        )[0]
+        prob = detector_probability(model, vol.image, run)
         labels = clefts_from_probability(prob, threshold=0.5, min_size=min_size)
         m = cleft_metrics(labels, vol.clefts)
         tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
@@ -301,7 +353,8 @@ def validate_detector(
 def validate_avan(
     model: LoadedModel, volumes: Sequence[TrainingVolume], run: RunPlan
 ) -> dict[str, float]:
-    """Dyadic accuracy, pre accuracy and polyadic edge F1 on every validation cleft."""
+    """Dyadic accuracy, pre accuracy and polyadic edge F1 on every validation cleft (pre
+    accuracy from the argmax pair on dyadic truth, from the thresholded edges on polyadic)."""
     from napari_avan.models.assign import iter_assign
 
     voxel = tuple(model.metadata["voxel_size_nm"])
@@ -323,6 +376,8 @@ def validate_avan(
             m = assignment_metrics(pred, vol.partners, polyadic=polyadic)
             if polyadic:
                 scores["edge_f1"] += [m.f1] * m.n_clefts
+                if not dyadic_truth:
+                    scores["pre_accuracy"] += [m.pre_accuracy] * m.n_clefts
             else:
                 scores["accuracy"] += [m.accuracy] * m.n_clefts
                 scores["pre_accuracy"] += [m.pre_accuracy] * m.n_clefts
@@ -330,17 +385,94 @@ def validate_avan(
     return {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
 
 
+def _proximity_target(vol: TrainingVolume, voxel: Sequence[float]) -> np.ndarray:
+    """Parag et al.'s signed proximity of a training volume's clefts (float32)."""
+    return signed_proximity(vol.clefts, vol.segmentation, vol.partners, voxel).astype(np.float32)
+
+
+def validate_proximity(
+    model: LoadedModel,
+    volumes: Sequence[TrainingVolume],
+    targets: Sequence[np.ndarray],
+    run: RunPlan,
+) -> dict[str, float]:
+    """Voxel F1 of each side of the signed proximity (at +-0.3, the pieces' threshold)."""
+    t = DEFAULT_PROXIMITY_THRESHOLD
+    counts = np.zeros((2, 3))
+    voxel = tuple(model.metadata["voxel_size_nm"])
+    for vol, target in zip(volumes, targets, strict=True):
+        prox = predict_proximity(model, vol.image, voxel, run=run)
+        for side, sign in enumerate((1, -1)):
+            pred, true = prox * sign >= t, target * sign >= t
+            counts[side] += [np.sum(pred & true), np.sum(pred & ~true), np.sum(~pred & true)]
+    pre_f1 = precision_recall_f1(*(int(c) for c in counts[0]))[2]
+    post_f1 = precision_recall_f1(*(int(c) for c in counts[1]))[2]
+    return {"sign_f1": (pre_f1 + post_f1) / 2, "pre_f1": pre_f1, "post_f1": post_f1}
+
+
+def validate_pruner(
+    model: LoadedModel,
+    volumes: Sequence[TrainingVolume],
+    candidates: Sequence[PrunerCandidates],
+    run: RunPlan,
+) -> dict[str, float]:
+    """AVAN's validation figures for a pruner: accuracy and pre accuracy of the best pair
+    (dyadic truth), edge F1 at probability 0.5 (every volume)."""
+    scores: dict[str, list[float]] = {"accuracy": [], "pre_accuracy": [], "edge_f1": []}
+    for vol, cands in zip(volumes, candidates, strict=True):
+        if vol.partners.empty:
+            continue
+        ids = sorted(set(vol.partners["cleft_id"].tolist()))
+        probs = score_candidates(model, cands, run=run)
+        dyadic_truth = not vol.partners["cleft_id"].duplicated().any()
+        for polyadic in (False, True) if dyadic_truth else (True,):
+            pred = decide(cands.table, probs, polyadic=polyadic, cleft_ids=ids)
+            m = assignment_metrics(pred, vol.partners, polyadic=polyadic)
+            if polyadic:
+                scores["edge_f1"] += [m.f1] * m.n_clefts
+            else:
+                scores["accuracy"] += [m.accuracy] * m.n_clefts
+                scores["pre_accuracy"] += [m.pre_accuracy] * m.n_clefts
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in scores.items()}
+
+
 def _better(settings: TrainSettings, new: dict[str, float], old: dict[str, float] | None) -> bool:
     if old is None:
         return True
+    pair = ("edge_f1", "accuracy") if settings.polyadic else ("accuracy", "edge_f1")
     keys = {
-        "clefts": ("cleft_f1", "voxel_f1"),
-        "avan": ("edge_f1", "accuracy") if settings.polyadic else ("accuracy", "edge_f1"),
+        "clefts": ("sign_f1",) if settings.target == "proximity" else ("cleft_f1", "voxel_f1"),
+        "avan": pair,
+        "mask-pruner": pair,
+        "proximity-pruner": pair,
     }[settings.kind]
     return tuple(new[k] for k in keys) > tuple(old[k] for k in keys)
 
 
 # --- the loop ---------------------------------------------------------------------------------
+
+
+def _tune(
+    settings: TrainSettings,
+    metadata: dict[str, Any],
+    architecture: dict[str, Any],
+    weights: dict[str, torch.Tensor],
+    val: Sequence[TrainingVolume],
+    candidates: Sequence[PrunerCandidates],
+    run: RunPlan,
+) -> dict[str, Any]:
+    """Post-processing of the best model, chosen on the validation volumes (tune module)."""
+    if settings.target != "mask":
+        return {}
+    network = build_network(architecture)
+    network.load_state_dict(weights)
+    network.eval()
+    model = LoadedModel(network, metadata)
+    if settings.kind == "clefts":
+        return tune_detector(model, val, run)
+    if settings.kind == "avan":
+        return tune_avan(model, val, run)
+    return tune_pruner(model, val, candidates, run)
 
 
 def _lr_factor(fraction: float) -> float:
@@ -369,8 +501,20 @@ def _train_autocast(run: RunPlan, network: nn.Module) -> contextlib.AbstractCont
     return torch.autocast(run.device.type, dtype=run.autocast_dtype)
 
 
+def task_of(settings: TrainSettings) -> str:
+    """The model task (``model.json``'s ``task``) a training kind produces."""
+    return {"clefts": "cleft-detector"}.get(settings.kind, settings.kind)
+
+
 def initial_network(settings: TrainSettings, init: LoadedModel | None) -> nn.Module:
     """A fresh network for ``settings.kind``, or the ``init`` model's to fine-tune."""
+    if settings.kind in ("mask-pruner", "proximity-pruner"):
+        if init is None:
+            widths = tuple(settings.widths or PrunerConfig().widths)
+            return PrunerNet(PrunerConfig(widths=widths))
+        if not isinstance(init.network, PrunerNet):
+            raise AvanInputError("the --init model is not a pruner")
+        return init.network
     if init is not None:
         net = init.network
         config = getattr(net, "config", None)
@@ -388,7 +532,7 @@ def initial_network(settings: TrainSettings, init: LoadedModel | None) -> nn.Mod
                 f"{wanted[1]} output channels expected)"
             )
         return net
-    config = cleft_detector_config("mask") if settings.kind == "clefts" else avan_config()
+    config = cleft_detector_config(settings.target) if settings.kind == "clefts" else avan_config()
     if settings.widths:
         config = UNetConfig.from_dict({**config.to_dict(), "widths": list(settings.widths)})
     return ResidualSymmetricUNet(config)
@@ -404,6 +548,7 @@ def iter_train(
     resume: bool = False,
     run: RunPlan | None = None,
     recipe: dict[str, Any] | None = None,
+    proximity_model: str | Path | None = None,
 ) -> Iterator[TrainProgress]:
     """Train a model into the folder ``out``, yielding progress after every step.
 
@@ -412,16 +557,19 @@ def iter_train(
             working voxel size the volumes were prepared at.
         train, val: volumes from :func:`prepare_volume`.
         out: model folder to create (it must not exist, unless ``resume``).
-        init: a model folder to fine-tune from.
+        init: a model folder or bundled name to fine-tune from.
         resume: continue an interrupted run from the state saved in ``out``.
         recipe: what to record beside the weights (the command line, data names).
+        proximity_model: the signed proximity detector of a proximity pruner (its candidates
+            come from this detector's predictions, and the pruner's folder keeps a copy).
     """
     out = Path(out)
     if settings.voxel_size_nm is None:
         raise AvanInputError("settings.voxel_size_nm (the working voxel size) is not set")
     if not train or not val:
         raise AvanInputError("training needs at least one training and one validation volume")
-    working = list(check_voxel_size(settings.voxel_size_nm))
+    working_size = check_voxel_size(settings.voxel_size_nm)
+    working = list(working_size)
     state: dict[str, Any] | None = None
     if out.exists():
         if not resume:
@@ -440,22 +588,61 @@ def iter_train(
     run = run or make_plan()
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
-    init_model = load_model(init) if init is not None else None
+    init_model = resolve_model(init, task_of(settings)) if init is not None else None
     network = initial_network(settings, init_model).to(run.device)
-    assert isinstance(network, ResidualSymmetricUNet)
+    assert isinstance(network, ResidualSymmetricUNet | PrunerNet)
     if run.channels_last:
         network = network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.lr)
     patch = settings.train_patch
-    sampler: DetectorSampler | AvanSampler
+    sampler: DetectorSampler | AvanSampler | PrunerSampler
+    task = task_of(settings)
+    target_name = {"clefts": settings.target, "avan": "pre-post"}.get(settings.kind, "pair")
+    extra_files: dict[str, bytes] = {}
+    extra_meta: dict[str, Any] = {}
+    val_targets: list[np.ndarray] = []
+    val_candidates: list[PrunerCandidates] = []
     if settings.kind == "clefts":
-        sampler = DetectorSampler(train, patch, settings.min_positive)
-    else:
+        train_targets = None
+        if settings.target == "proximity":
+            train_targets = [_proximity_target(v, working) for v in train]
+            val_targets = [_proximity_target(v, working) for v in val]
+        sampler = DetectorSampler(train, patch, settings.min_positive, train_targets)
+    elif settings.kind == "avan":
         sampler = AvanSampler(train, patch)
+    else:
+        prox = None
+        if settings.kind == "proximity-pruner":
+            if proximity_model is None:
+                raise AvanInputError(
+                    "the proximity pruner needs its signed proximity detector: train one with "
+                    "napari-avan train clefts --target proximity and pass --proximity-model"
+                )
+            prox = load_model(proximity_model)
+            if prox.metadata.get("target") != "proximity":
+                raise AvanInputError(f"{proximity_model} is not a signed proximity detector")
+            extra_files = proximity_files(prox)
+            extra_meta = {
+                "proximity_sha256": hashlib.sha256(extra_files[PROXIMITY_WEIGHTS]).hexdigest(),
+                "proximity_model": str(proximity_model),
+            }
+
+        def candidates_of(vol: TrainingVolume) -> PrunerCandidates:
+            proximity = None
+            if prox is not None:
+                proximity = predict_proximity(prox, vol.image, working_size, run=run)
+            return PrunerCandidates(
+                settings.kind, vol.image, vol.segmentation, vol.clefts, working_size,
+                partners=vol.partners, proximity=proximity, patch=patch,
+            )  # fmt: skip
+
+        sampler = PrunerSampler([candidates_of(v) for v in train])
+        val_candidates = [candidates_of(v) for v in val]
     metadata: dict[str, Any] = {
         "name": out.name,
-        "task": "cleft-detector" if settings.kind == "clefts" else "avan",
-        "target": "mask" if settings.kind == "clefts" else "pre-post",
+        "task": task,
+        "target": target_name,
+        **extra_meta,
         "polyadic": settings.polyadic,
         "voxel_size_nm": working,
         "patch": list(patch),
@@ -491,6 +678,7 @@ def iter_train(
 
     def checkpoint(with_state: bool, best_weights: dict[str, torch.Tensor]) -> None:
         extras = {
+            **extra_files,
             LOG_FILE: pd.DataFrame(log_rows).to_csv(index=False).encode(),
             RECIPE_FILE: (json.dumps(recipe or {}, indent=2) + "\n").encode(),
         }
@@ -510,7 +698,7 @@ def iter_train(
                 buffer,
             )
             extras[STATE_FILE] = buffer.getvalue()
-        holder = ResidualSymmetricUNet(network.config)
+        holder = build_network(architecture_of(network))
         holder.load_state_dict(best_weights)
         save_model(
             out,
@@ -541,7 +729,13 @@ def iter_train(
             group["lr"] = settings.lr * _lr_factor(fraction())
         inputs, targets = [], []
         for b in range(settings.batch_size):
-            if isinstance(sampler, DetectorSampler):
+            if isinstance(sampler, PrunerSampler):
+                x, y = sampler.draw(rng, positive=(step * settings.batch_size + b) % 2 == 0)
+                (x,) = geometric([x], rng, settings.augmentation)
+                x[0] = intensity(x[0], rng, settings.augmentation)
+                inputs.append(x)
+                targets.append(y)
+            elif isinstance(sampler, DetectorSampler):
                 image, target = sampler.draw(
                     rng, positive=(step * settings.batch_size + b) % 2 == 0
                 )
@@ -558,7 +752,9 @@ def iter_train(
         y_t = torch.from_numpy(np.stack(targets)).to(run.device)
         with _train_autocast(run, network):
             logits = network(x_t)
-        loss = _loss(settings.kind, logits.float(), y_t)
+        loss = _loss(
+            "proximity" if settings.target == "proximity" else settings.kind, logits.float(), y_t
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -569,15 +765,24 @@ def iter_train(
         saved = False
         if step % settings.val_every == 0 or done:
             model = LoadedModel(network, metadata)
-            if settings.kind == "clefts":
+            if settings.kind == "clefts" and settings.target == "proximity":
+                validation = validate_proximity(model, val, val_targets, run)
+            elif settings.kind == "clefts":
                 validation = validate_detector(model, val, run, min_size)
-            else:
+            elif settings.kind == "avan":
                 validation = validate_avan(model, val, run)
+            else:
+                validation = validate_pruner(model, val, val_candidates, run)
             if _better(settings, validation, best):
                 best = validation
                 best_weights = {
                     k: v.detach().cpu().clone() for k, v in network.state_dict().items()
                 }
+            if done:
+                metadata["postprocess"] = _tune(
+                    settings, metadata, architecture_of(network), best_weights, val,
+                    val_candidates, run,
+                )  # fmt: skip
             elapsed = elapsed_before + time.perf_counter() - started
             log_rows.append(
                 {

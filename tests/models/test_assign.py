@@ -175,3 +175,26 @@ def test_cli_assign_writes_an_edge_table(tmp_path) -> None:
     assert set(edges["model"]) == {"tiny-avan"}
     assert edges["presyn_wt"].between(0, 1).all()
     assert main(args) == 2  # refuses to overwrite
+
+
+class Shifted(BrightIsPre):
+    """BrightIsPre plus a ramp along x: not symmetric under flips."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(-4.0, 4.0, x.shape[-1])
+        return super().forward(x) + ramp
+
+
+def test_flip_tta_maps_outputs_back_onto_the_segments() -> None:
+    image, clefts, seg = slabs()
+    plain = assign_cleft(model(), image, clefts, seg, VOXEL, 1, run=FP32)
+    (tta,) = [a for s in iter_assign(model(), image, clefts, seg, VOXEL, run=FP32,
+                                     flip_tta=True) for a in s.finished]  # fmt: skip
+    # a pointwise network is flip-symmetric: averaging the flips changes nothing
+    np.testing.assert_allclose(tta.pre_scores, plain.pre_scores, atol=1e-5)
+    np.testing.assert_allclose(tta.post_scores, plain.post_scores, atol=1e-5)
+    shifted = LoadedModel(Shifted(), {"voxel_size_nm": list(VOXEL), "patch": [4, 32, 32]})
+    one = assign_cleft(shifted, image, clefts, seg, VOXEL, 1, run=FP32)
+    (four,) = [a for s in iter_assign(shifted, image, clefts, seg, VOXEL, run=FP32,
+                                      flip_tta=True) for a in s.finished]  # fmt: skip
+    assert not np.allclose(one.pre_scores, four.pre_scores), "the flips must run"

@@ -25,6 +25,12 @@ from napari_avan.models.train import (
     iter_train,
     prepare_volume,
 )
+from napari_avan.models.tune import (
+    DETECTOR_MIN_VOLUMES_NM3,
+    DETECTOR_THRESHOLDS,
+    PARTNER_THRESHOLDS,
+    tune_avan,
+)
 from napari_avan.types import AvanInputError
 
 SHAPE = (8, 96, 96)
@@ -161,6 +167,16 @@ def test_training_writes_a_loadable_model_with_log_and_recipe(
     model = resolve_model(out, task)
     assert model.metadata["task"] == task and model.metadata["steps"] == 4
     assert model.metadata["metrics"] == steps[-1].best
+    # the post-processing was chosen on the validation volumes when the run ended
+    post = model.metadata["postprocess"]
+    if kind == "avan":
+        assert post["pre_threshold"] in PARTNER_THRESHOLDS
+        assert post["post_threshold"] in PARTNER_THRESHOLDS
+        assert 0.0 <= post["validation_edge_f1"] <= 1.0
+    else:
+        assert post["threshold"] in DETECTOR_THRESHOLDS
+        assert post["min_volume_nm3"] in DETECTOR_MIN_VOLUMES_NM3
+        assert 0.0 <= post["validation_cleft_f1"] <= 1.0
     other = "cleft-detector" if kind == "avan" else "avan"
     with pytest.raises(AvanInputError, match=f"a {other} model is needed"):
         resolve_model(out, other)
@@ -205,7 +221,14 @@ def test_fine_tuning_starts_from_the_init_weights(tmp_path: Path, volumes) -> No
     b = dict(load_model(tuned).network.named_parameters())
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     assert load_model(tuned).metadata["training"]["init"] == str(first)
-    with pytest.raises(AvanInputError, match="not a clefts model"):
+    # a bundled model is named, not given as a folder
+    named = tmp_path / "named"
+    for _ in iter_train(_settings(steps=1, lr=1e-9), train, val, named, init="avan", run=FP32):
+        pass
+    c = dict(load_model(named).network.named_parameters())
+    bundled = dict(resolve_model("avan", "avan").network.named_parameters())
+    assert all(torch.allclose(c[k], bundled[k], atol=1e-4) for k in bundled)
+    with pytest.raises(AvanInputError, match="a cleft-detector model is needed"):
         next(
             iter_train(
                 _settings("clefts", steps=2), train, val, tmp_path / "x", init=first, run=FP32
@@ -275,3 +298,31 @@ def test_cli_bad_training_input_is_one_line(tmp_path: Path, capsys, extra, messa
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "cli-model").exists()
+
+
+def test_avan_thresholds_are_the_best_of_the_grid_and_become_assign_defaults(
+    tmp_path: Path, volumes
+) -> None:
+    from napari_avan.models.assign import iter_assign
+
+    train, val = volumes
+    list(iter_train(_settings("avan"), train, val, tmp_path / "m", run=FP32))
+    model = load_model(tmp_path / "m")
+    vol = train[1]  # polyadic truth
+    choice = tune_avan(model, [vol], FP32)
+    assert choice["pre_threshold"] in PARTNER_THRESHOLDS
+
+    def edges(**kw) -> set:
+        found = set()
+        for step in iter_assign(model, vol.image, vol.clefts, vol.segmentation,
+                                (40.0, 4.0, 4.0), run=FP32, polyadic=True, **kw):  # fmt: skip
+            found |= {(a.cleft_id, p, q) for a in step.finished for p, q in a.edges}
+        return found
+
+    # pre above 1.0: none, so the argmax; post above 0.0: every other candidate
+    model.metadata["postprocess"] = {"pre_threshold": 1.0, "post_threshold": 0.0}
+    everything = edges()
+    assert everything == edges(pre_threshold=1.0, post_threshold=0.0)
+    model.metadata["postprocess"] = {"pre_threshold": 1.0, "post_threshold": 1.0}
+    assert edges() == edges(pre_threshold=1.0, post_threshold=1.0)
+    assert len(edges()) < len(everything), "the defaults must change the result"
