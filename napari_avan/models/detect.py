@@ -16,7 +16,7 @@ import numpy as np
 from napari_avan.core.clefts import clefts_from_probability
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
-from napari_avan.models.inference import iter_predict, resample, to_float
+from napari_avan.models.inference import iter_predict, resample, to_float, working_shape
 from napari_avan.models.networks import ResidualSymmetricUNet
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
@@ -50,6 +50,20 @@ def fit_patch(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[in
         fit = min(w, -(-size // d) * d)  # round the volume size up to the divisor
         patch.append(max(d, fit))
     return tuple(patch)
+
+
+def detector_windows(
+    meta: dict[str, Any], shape: tuple[int, ...], divisor: tuple[int, ...]
+) -> tuple[Any, Any]:
+    """Patch and overlap of a detector on a volume of ``shape`` (its working size): the
+    model's patch shrunk to the volume, the overlap capped at half a patch so windows
+    always advance."""
+    patch = fit_patch(shape, tuple(meta.get("patch", DEFAULT_PATCH)), divisor)
+    overlap = tuple(
+        min(int(o), p // 2)
+        for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
+    )
+    return patch, overlap
 
 
 def iter_detect(
@@ -89,15 +103,9 @@ def iter_detect(
     if not isinstance(network, ResidualSymmetricUNet) or network.config.in_channels != 1:
         raise AvanInputError("this model is not a cleft detector (it must take the image alone)")
     config = network.config
-    work_shape = tuple(
-        max(1, round(n * v / w)) for n, v, w in zip(image.shape, voxel, working, strict=True)
-    )
+    work_shape = working_shape(image.shape, voxel, working)
     work = resample(to_float(np.asarray(image)), work_shape, order=1)
-    patch = fit_patch(work_shape, tuple(meta.get("patch", DEFAULT_PATCH)), config.divisor)
-    overlap = tuple(
-        min(int(o), p // 2)  # at most half a patch, so windows always advance
-        for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
-    )
+    patch, overlap = detector_windows(meta, work_shape, config.divisor)
     post = meta.get("postprocess") or {}
     if threshold is None:
         threshold = float(post.get("threshold", 0.5))

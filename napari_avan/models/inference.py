@@ -85,6 +85,15 @@ def resample(volume: np.ndarray, shape: tuple[int, ...], order: int) -> np.ndarr
     return np.pad(out, pad, mode="edge") if any(p for _, p in pad) else out
 
 
+def working_shape(
+    shape: Sequence[int], voxel_size_nm: Sequence[float], working_nm: Sequence[float]
+) -> tuple[int, ...]:
+    """The shape a volume of ``shape`` at ``voxel_size_nm`` takes at ``working_nm``."""
+    return tuple(
+        max(1, round(n * v / w)) for n, v, w in zip(shape, voxel_size_nm, working_nm, strict=True)
+    )
+
+
 def crop_window(
     array: np.ndarray, start: Sequence[int], patch: Sequence[int], *, mirror: bool
 ) -> np.ndarray:

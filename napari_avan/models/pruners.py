@@ -39,7 +39,7 @@ from napari_avan.core.tables import BBOX_BEGIN_PREFIX, BBOX_END_PREFIX, from_xyz
 from napari_avan.models.checkpoint import LoadedModel, architecture_of, build_network, sha256_of
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import crop_window, predict, resample, to_float
+from napari_avan.models.inference import crop_window, predict, resample, to_float, working_shape
 from napari_avan.models.networks import PrunerNet, ResidualSymmetricUNet
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 
@@ -173,7 +173,7 @@ def predict_proximity(
     run: RunPlan | None = None,
 ) -> np.ndarray:
     """Signed proximity in [-1, 1] of a (z, y, x) image, at the image's shape."""
-    from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH, fit_patch
+    from napari_avan.models.detect import detector_windows
 
     network = model.network
     meta = model.metadata
@@ -181,15 +181,9 @@ def predict_proximity(
         raise AvanInputError("this model is not a signed proximity detector (target proximity)")
     voxel = check_voxel_size(voxel_size_nm)
     working = check_voxel_size(meta.get("voxel_size_nm", voxel), what="model voxel size")
-    shape = tuple(
-        max(1, round(n * v / w)) for n, v, w in zip(image.shape, voxel, working, strict=True)
-    )
+    shape = working_shape(image.shape, voxel, working)
     work = resample(to_float(np.asarray(image)), shape, order=1)
-    patch = fit_patch(shape, tuple(meta.get("patch", DEFAULT_PATCH)), network.config.divisor)
-    overlap = tuple(
-        min(int(o), p // 2)
-        for o, p in zip(meta.get("overlap", DEFAULT_OVERLAP), patch, strict=True)
-    )
+    patch, overlap = detector_windows(meta, shape, network.config.divisor)
     out = predict(
         network,
         work,
@@ -354,9 +348,7 @@ def iter_assign_pruner(
         threshold = float((model.metadata.get("postprocess") or {}).get("threshold", 0.5))
     if task == "proximity-pruner" and proximity is None:
         proximity = predict_proximity(load_proximity(model), image, voxel, run=run)
-    shape = tuple(
-        max(1, round(n * v / w)) for n, v, w in zip(np.shape(image), voxel, working, strict=True)
-    )
+    shape = working_shape(np.shape(image), voxel, working)
     work_image = resample(to_float(np.asarray(image)), shape, order=1)
     work_seg = resample(np.asarray(segmentation), shape, order=0)
     work_clefts = resample(np.asarray(clefts), shape, order=0)

@@ -56,7 +56,7 @@ from napari_avan.models.checkpoint import (
 from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
-from napari_avan.models.inference import crop_window, resample, to_float
+from napari_avan.models.inference import crop_window, resample, to_float, working_shape
 from napari_avan.models.networks import (
     PrunerConfig,
     PrunerNet,
@@ -134,9 +134,7 @@ def prepare_volume(
             raise AvanInputError(f"{name}: the {what} must hold integer labels")
     voxel = check_voxel_size(voxel_size_nm)
     working = check_voxel_size(working_nm, what="working voxel size")
-    shape = tuple(
-        max(1, round(n * v / w)) for n, v, w in zip(np.shape(image), voxel, working, strict=True)
-    )
+    shape = working_shape(np.shape(image), voxel, working)
     img = resample(to_float(np.asarray(image)), shape, order=1)
     seg = resample(np.asarray(segmentation), shape, order=0)
     clf = resample(np.asarray(clefts), shape, order=0)

@@ -23,7 +23,7 @@ import pandas as pd
 from napari_avan.core.clefts import clefts_from_probability
 from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.models.checkpoint import LoadedModel
-from napari_avan.models.detect import fit_patch
+from napari_avan.models.detect import detector_windows
 from napari_avan.models.device import RunPlan
 from napari_avan.models.inference import predict
 from napari_avan.models.networks import UNetConfig
@@ -40,9 +40,7 @@ def detector_probability(model: LoadedModel, image: np.ndarray, run: RunPlan) ->
     config = model.network.config
     if not isinstance(config, UNetConfig):
         raise AvanInputError("this model is not a cleft detector")
-    meta = model.metadata
-    patch = fit_patch(image.shape, tuple(meta["patch"]), config.divisor)
-    overlap = tuple(min(o, p // 2) for o, p in zip(meta["overlap"], patch, strict=True))
+    patch, overlap = detector_windows(model.metadata, image.shape, config.divisor)
     return predict(model.network, image, patch=patch, overlap=overlap, out_channels=1, run=run)[0]
 
 
@@ -137,9 +135,8 @@ def tune_pruner(
     """The polyadic probability threshold with the best pooled edge F1 on ``volumes``."""
     from napari_avan.models.pruners import decide, score_candidates
 
-    pairs = [(v, c) for v, c in zip(volumes, candidates, strict=True) if not v.partners.empty]
-    poly = [(v, c) for v, c in pairs if v.partners["cleft_id"].duplicated().any()]
-    pairs = poly or pairs
+    chosen = {id(v) for v in _polyadic_first(volumes)}
+    pairs = [(v, c) for v, c in zip(volumes, candidates, strict=True) if id(v) in chosen]
     if not pairs:
         return {}
     scored = [(v, c, score_candidates(model, c, run=run)) for v, c in pairs]
