@@ -41,14 +41,14 @@ def prepare_out_dir(out_dir: Path) -> None:
     (out_dir / DEMO_MARKER).write_text("written by napari-avan demo; safe to delete\n")
 
 
-def run_demo(out_dir: Path, *, headless: bool, seed: int = 0) -> DemoResult:
+def run_demo(out_dir: Path, *, headless: bool, seed: int = 1) -> DemoResult:
     """Generate the sample, write its outputs, and show it in napari.
 
     Args:
         out_dir: folder for the sample, tables and (headless) screenshot.
         headless: write a screenshot and close instead of opening a window
             (needs an X server, e.g. ``xvfb-run``).
-        seed: seed of the synthetic sample.
+        seed: seed of the synthetic sample (1: napari's polyadic sample).
     """
     from napari_avan.core.synth import synthesize
     from napari_avan.core.tables import cleft_table, edge_table
@@ -77,21 +77,50 @@ def run_demo(out_dir: Path, *, headless: bool, seed: int = 0) -> DemoResult:
 
     import napari
 
-    from napari_avan._napari._layers import sample_layers
-
     viewer = napari.Viewer(title="napari-avan demo", show=True)
-    for data, kwargs, layer_type in sample_layers(sample):
-        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-    _focus_largest_cleft(viewer, clefts)
+    viewer.window._qt_window.resize(1500, 950)
+    # the sample with the bundled detector's predictions, and both widgets, all through npe2
+    from napari_avan._napari._sample_data import POLYADIC_SEED, predicted_layers
+
+    if seed == POLYADIC_SEED:
+        viewer.open_sample("napari-avan", "synthetic-polyadic-predicted")
+    else:
+        for data, kwargs, layer_type in predicted_layers(True, seed):
+            getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
+    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+    partners.reset_choices()
+    predicted = viewer.layers["predicted clefts"]
+    table = predicted.metadata.get("cleft_table")
+    _focus_largest_cleft(viewer, table if table is not None else clefts)
     if headless:
+        result.files.update(_click_and_assign(viewer, partners, out_dir))
         shot = out_dir / "demo.png"
-        viewer.window._qt_window.resize(1400, 900)
         viewer.screenshot(str(shot), canvas_only=False, flash=False)
         result.files["screenshot"] = shot
         viewer.close()
     else:
         napari.run()
     return result
+
+
+def _click_and_assign(viewer: Any, partners: Any, out_dir: Path) -> dict[str, Path]:
+    """What a proofreader does first: assign the visible clefts, then click the largest."""
+    from napari_avan._napari._gui_testing import cleft_world_point, process_events, wait_until
+    from napari_avan.io import write_table
+
+    partners.assign_viewport()
+    wait_until(lambda: not partners.runner.busy, timeout=600)
+    layer = partners.clefts.value
+    section = round(float(layer.world_to_data(viewer.dims.point)[0]))
+    ids, sizes = np.unique(np.asarray(layer.data[section]), return_counts=True)
+    if ids.size > 1:
+        cleft_id = int(ids[1:][np.argmax(sizes[1:])])
+        partners.click(cleft_world_point(layer, cleft_id, section), None, [1, 2])
+        wait_until(lambda: not partners.runner.busy, timeout=600)
+    process_events(0.3)
+    path = write_table(partners.edges_table(), out_dir / "predicted_edges.csv", overwrite=True)
+    return {"predicted edge table (viewport)": path}
 
 
 def _focus_largest_cleft(viewer: Any, clefts: pd.DataFrame) -> None:
@@ -102,3 +131,4 @@ def _focus_largest_cleft(viewer: Any, clefts: pd.DataFrame) -> None:
     step = list(viewer.dims.current_step)
     step[0] = int(np.round(row["centroid_z"]))
     viewer.dims.current_step = tuple(step)
+    viewer.reset_view()

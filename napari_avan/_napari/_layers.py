@@ -45,3 +45,39 @@ def sample_layers(sample: Sample, prefix: str = "") -> list[LayerData]:
             metadata={"partners": sample.partners, "sample_attrs": dict(sample.attrs)},
         ),
     ]
+
+
+#: ``metadata["napari_avan_kind"]`` of a points layer whose features are an edge table.
+EDGES_KIND = "edges"
+
+
+def synapse_points_layer(
+    edges: Any, voxel_size_nm: VoxelSize | None, name: str = "synapses"
+) -> LayerData:
+    """A points layer with one point per edge at its cleft's centroid; features = the edge table.
+
+    ``edges`` is an edge table (DESIGN section 2, centroids in voxels); the writer saves the
+    features back as the edge table (CSV or Parquet).
+    """
+    import numpy as np
+
+    from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
+
+    table = edges.reset_index(drop=True)
+    points = (
+        from_xyz_columns(table, CENTROID_PREFIX).astype(float)
+        if len(table)
+        else np.zeros((0, 3), float)
+    )
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "features": table,
+        "size": 6,
+        "face_color": "yellow",
+        "border_color": "black",
+        "metadata": {"napari_avan_kind": EDGES_KIND},
+    }
+    if voxel_size_nm is not None:
+        kwargs["scale"] = tuple(voxel_size_nm)
+        kwargs["metadata"]["voxel_size_nm"] = tuple(voxel_size_nm)
+    return (points, kwargs, "points")

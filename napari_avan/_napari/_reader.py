@@ -1,4 +1,5 @@
-"""Reader contribution: EM volumes and labels through :mod:`napari_avan.io`."""
+"""Reader contributions: EM volumes and labels through :mod:`napari_avan.io`; edge tables
+(CSV, TSV, Parquet) as synapse points."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari_avan._napari._layers import LayerData, image_layer, labels_layer
+from napari_avan._napari._layers import (
+    LayerData,
+    image_layer,
+    labels_layer,
+    synapse_points_layer,
+)
 from napari_avan.types import AvanInputError
 
 #: Key names that hold labels even when stored as uint8 (masks).
@@ -21,6 +27,19 @@ LABEL_HINTS = (
     "membranes",
     "mitochondria",
 )
+
+#: Columns a table needs to open as synapse points (DESIGN section 2 edge table; the other
+#: edge columns are kept when present).
+EDGE_TABLE_REQUIRED = (
+    "cleft_segid",
+    "presyn_segid",
+    "postsyn_segid",
+    "centroid_x",
+    "centroid_y",
+    "centroid_z",
+)
+#: Suffixes of the tables the edge reader and writer handle.
+EDGE_TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -90,3 +109,60 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
                 kwargs.setdefault("metadata", {})["partners"] = read_table(partners)
     # images first, so labels draw on top
     return sorted(layers, key=lambda layer: layer[2] == "labels")
+
+
+def missing_edge_columns(columns: Any) -> list[str]:
+    """The :data:`EDGE_TABLE_REQUIRED` columns not among ``columns``, in order."""
+    present = {str(c) for c in columns}
+    return [c for c in EDGE_TABLE_REQUIRED if c not in present]
+
+
+def _table_header(path: Path) -> list[str] | None:
+    """Column names of a CSV/TSV/Parquet file without reading its rows; None if unreadable."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return [str(name) for name in pq.read_schema(path).names]
+        import pandas as pd
+
+        header = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", nrows=0)
+        return [str(c) for c in header.columns]
+    except (ImportError, OSError, ValueError, UnicodeDecodeError):
+        return None  # pandas' parser and empty-data errors are ValueErrors too
+
+
+def get_edges_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader for an edge table (CSV, TSV or Parquet), else None.
+
+    Other tables (a partner table, napari's own points CSV) get None, so napari tries
+    other readers.
+    """
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    table = Path(path)
+    if table.suffix.lower() not in EDGE_TABLE_SUFFIXES or not table.is_file():
+        return None
+    header = _table_header(table)
+    if header is None or missing_edge_columns(header):
+        return None
+    return read_edges
+
+
+def read_edges(path: str | list[str]) -> list[LayerData]:
+    """An edge table as a synapse points layer (one point per edge at its cleft's centroid).
+
+    The table holds no voxel size, so the points are in voxels (scale 1).
+    """
+    from napari_avan.io import read_table
+
+    if isinstance(path, list):
+        path = path[0]
+    table = read_table(path)
+    missing = missing_edge_columns(table.columns)
+    if missing:
+        raise AvanInputError(f"{path} is not an edge table: it lacks {', '.join(missing)}")
+    return [synapse_points_layer(table, None, name=Path(path).name.split(".")[0])]

@@ -1,4 +1,5 @@
-"""Writer contributions: layers to zarr, OME-Zarr, HDF5 or TIFF with their voxel size."""
+"""Writer contributions: layers to zarr, OME-Zarr, HDF5 or TIFF with their voxel size;
+synapse points to the edge table (CSV, TSV or Parquet)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_avan.types import VoxelSize, check_voxel_size
+from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
 
 def _voxel_size(meta: dict[str, Any]) -> VoxelSize | None:
@@ -26,4 +27,33 @@ def write_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     # Never replace what is there: napari's own dialog asks first, scripts must choose a name.
     out = write_volume(Path(path), np.asarray(data), _voxel_size(meta), overwrite=False)
+    return [str(out)]
+
+
+def write_edges(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Save a synapse points layer's features as the edge table (CSV, TSV or Parquet).
+
+    The layer's ``features`` are the edge table (DESIGN section 2; see
+    :func:`~napari_avan._napari._layers.synapse_points_layer`), centroids in voxels.
+
+    Raises:
+        AvanInputError: the layer's features are not an edge table, or ``path`` exists.
+    """
+    import pandas as pd
+
+    from napari_avan._napari._reader import missing_edge_columns
+    from napari_avan.io import write_table
+
+    features = meta.get("features")
+    table = features if isinstance(features, pd.DataFrame) else pd.DataFrame(features or {})
+    missing = missing_edge_columns(table.columns)
+    if missing:
+        name = meta.get("name") or "this points layer"
+        raise AvanInputError(
+            f"{name!r} is not an edge table: its features lack {', '.join(missing)}. "
+            "Only synapse points (an edge table opened or found by napari-avan) can be saved "
+            "as an edge table; save other points with napari's own writer"
+        )
+    # never replace what is there: napari's own dialog asks first, scripts must choose a name
+    out = write_table(table.reset_index(drop=True), Path(path), overwrite=False)
     return [str(out)]

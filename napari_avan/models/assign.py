@@ -193,7 +193,8 @@ def iter_assign(
     for cleft_id in wanted:
         i = index[cleft_id]
         begin, end = stats.bbox_begin[i], stats.bbox_end[i]
-        anchor = np.rint(stats.centroid[i]).astype(int)
+        # halves round up (not to even), so a crop at any offset anchors the same voxel
+        anchor = np.floor(stats.centroid[i] + 0.5).astype(int)
         if clefts[tuple(anchor)] != cleft_id:  # centroid outside a curved cleft: snap into it
             sl = tuple(slice(int(b), int(e)) for b, e in zip(begin, end, strict=True))
             inside = np.argwhere(clefts[sl] == cleft_id) + begin
@@ -223,7 +224,7 @@ def iter_assign(
         total_out = None
         with run.autocast():
             for dims in flips:
-                y = torch.sigmoid(net(torch.flip(x, dims) if dims else x).float())
+                y = torch.sigmoid(run.forward(net, torch.flip(x, dims) if dims else x).float())
                 y = torch.flip(y, dims) if dims else y
                 total_out = y if total_out is None else total_out + y
         assert total_out is not None

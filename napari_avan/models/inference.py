@@ -207,7 +207,7 @@ def iter_predict(
         with run.autocast():
             for dims in flips:
                 x_in = torch.flip(tensor, dims) if dims else tensor
-                y_out = network(x_in).float()
+                y_out = run.forward(network, x_in).float()
                 if activation == "sigmoid":
                     y_out = torch.sigmoid(y_out)
                 elif activation == "tanh":

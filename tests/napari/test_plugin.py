@@ -32,7 +32,12 @@ def test_manifest_contributions_are_discovered() -> None:
     pm.discover()
     manifest = pm.get_manifest("napari-avan")
     keys = {s.key for s in manifest.contributions.sample_data or []}
-    assert keys == {"synthetic-dyadic", "synthetic-polyadic"}
+    assert keys == {
+        "synthetic-dyadic",
+        "synthetic-polyadic",
+        "synthetic-dyadic-predicted",
+        "synthetic-polyadic-predicted",
+    }
     assert manifest.contributions.readers
     assert manifest.contributions.writers
 

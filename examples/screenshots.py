@@ -1,0 +1,144 @@
+"""Render the README's pictures of the plugin: a clicked cleft and a bulk-assigned viewport.
+
+Opens a shown napari viewer (use ``xvfb-run -a`` without a display), docks the Partners
+widget through npe2, and for the synthetic polyadic sample and the real VNC ssTEM crop
+(``../shared/data``, read in place, never copied) clicks the largest cleft on a section
+and assigns every cleft in the viewport, saving a screenshot of each:
+
+    xvfb-run -a python examples/screenshots.py --out docs/images
+    xvfb-run -a python examples/screenshots.py --out /tmp/shots --avan vnc_recipe_out/avan
+
+``--avan`` takes a bundled name or a model folder (for example one fine-tuned on the VNC
+data by ``examples/vnc_recipe.py``); the default is the bundled AVAN, which was trained on
+synthetic data only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VNC = REPO.parent / "shared" / "data" / "vnc_stack1_left" / "vnc_left.npz"
+
+
+def add_vnc(viewer: Any) -> None:
+    """The real VNC crop: EM, derived segmentation, human cleft masks (50 x 4.6 x 4.6 nm)."""
+    with np.load(VNC) as f:
+        image, seg, clefts = f["image"], f["segmentation"], f["clefts"]
+    voxel = (50.0, 4.6, 4.6)
+    viewer.add_image(image, name="EM", scale=voxel, metadata={"voxel_size_nm": voxel})
+    viewer.add_labels(
+        seg, name="segmentation", scale=voxel, opacity=0.2, metadata={"voxel_size_nm": voxel}
+    )
+    viewer.add_labels(
+        clefts, name="clefts", scale=voxel, opacity=0.9, metadata={"voxel_size_nm": voxel}
+    )
+
+
+def busiest_section(layer: Any) -> int:
+    """The section crossing the most clefts."""
+    return int(np.argmax([len(np.unique(s)) - 1 for s in np.asarray(layer.data)]))
+
+
+def central_clefts(section: np.ndarray) -> list[int]:
+    """The clefts on a section, those away from its borders first, larger ones first."""
+    ranked = []
+    for cleft_id in np.unique(section[section > 0]).tolist():
+        where = np.argwhere(section == cleft_id)
+        centre = where.mean(axis=0) / np.array(section.shape)
+        inside = bool(np.all((centre > 0.15) & (centre < 0.85)))
+        ranked.append((not inside, -len(where), int(cleft_id)))
+    return [cleft_id for *_, cleft_id in sorted(ranked)]
+
+
+def widen_dock(viewer: Any, widget: Any, width: int = 560) -> None:
+    """Give a dock widget room for its tables."""
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window
+    dock = widget.native.parentWidget()
+    while dock is not None and dock.__class__.__name__ != "QtViewerDockWidget":
+        dock = dock.parentWidget()
+    if dock is not None:
+        window.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+
+
+def shoot(viewer: Any, partners: Any, name: str, out: Path) -> list[Path]:
+    """Click the largest cleft on the busiest section, then assign the viewport."""
+    from napari_avan._napari._geometry import camera_of
+    from napari_avan._napari._gui_testing import (
+        cleft_world_point,
+        click_canvas,
+        process_events,
+        wait_until,
+    )
+
+    clefts = viewer.layers["clefts"]
+    section = busiest_section(clefts)
+    viewer.dims.set_point(0, float(clefts.data_to_world((section, 0, 0))[0]))
+    viewer.layers.selection.active = viewer.layers["EM"]
+    # the most central clefts first; the first one given both a pre and a post is shown
+    for cleft_id in central_clefts(np.asarray(clefts.data[section]))[:6]:
+        point = cleft_world_point(clefts, cleft_id, section)
+        viewer.reset_view()
+        process_events(0.3)
+        camera_of(viewer).center = tuple(point)
+        camera_of(viewer).zoom = camera_of(viewer).zoom * 2.5
+        process_events(0.3)
+        click_canvas(viewer, point)
+        wait_until(lambda c=cleft_id: c in partners.results and not partners.runner.busy, 600)
+        if partners.results[cleft_id].assignment.edges:
+            break
+    process_events(0.5)
+    shots = [out / f"partners_{name}_click.png"]
+    viewer.screenshot(str(shots[-1]), canvas_only=False, flash=False)
+
+    viewer.reset_view()
+    process_events(0.3)
+    partners.assign_viewport()
+    wait_until(lambda: not partners.runner.busy, 600)
+    process_events(0.5)
+    shots.append(out / f"partners_{name}_viewport.png")
+    viewer.screenshot(str(shots[-1]), canvas_only=False, flash=False)
+    print(f"{name}: section {section}: {partners.status.value}")
+    return shots
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/images"))
+    parser.add_argument("--avan", default="", help="bundled AVAN name or model folder")
+    parser.add_argument("--data", choices=["synthetic", "vnc", "both"], default="both")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+
+    written: list[Path] = []
+    for name in ["synthetic", "vnc"] if args.data == "both" else [args.data]:
+        viewer = napari.Viewer(title=f"napari-avan: {name}", show=True)
+        viewer.window._qt_window.resize(1500, 950)
+        if name == "synthetic":
+            viewer.open_sample("napari-avan", "synthetic-polyadic")
+        else:
+            add_vnc(viewer)
+        _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+        if args.avan:
+            partners.model_dir.value = args.avan
+        partners.reset_choices()
+        widen_dock(viewer, partners)
+        viewer.layers["segmentation"].visible = False  # the EM and the partners, unobscured
+        written += shoot(viewer, partners, name, args.out)
+        viewer.close()
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

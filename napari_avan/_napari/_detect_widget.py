@@ -1,0 +1,279 @@
+"""Dock widget: detect synaptic clefts in an EM layer (the viewport, a drawn box or all).
+
+The detector runs in a worker thread on a copy of the chosen region; the results land in
+two layers aligned with the image: ``cleft probability`` (float image) and
+``predicted clefts`` (labels), which later runs update region by region.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+
+from napari_avan._napari._geometry import (
+    Box,
+    box_offset,
+    grow_box,
+    layer_voxel_size,
+    shapes_box,
+    viewer_viewport_box,
+)
+from napari_avan._napari._models import MODELS, bundled_names
+from napari_avan._napari._workers import JobRunner, notify, runner_for
+from napari_avan.types import AvanInputError
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+#: Where detection runs.
+SCOPES = ("viewport", "whole volume", "drawn box")
+#: ``metadata["napari_avan_kind"]`` of the layers this widget writes.
+PROB_KIND = "cleft_probability"
+CLEFTS_KIND = "predicted_clefts"
+#: Voxels of context added around a viewport or box so its edges see what lies beyond.
+CONTEXT_VOXELS = (2, 32, 32)
+
+
+class DetectWidget(Container):
+    """Detect clefts: image, model, device, scope, threshold, minimum size; Run / Cancel."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.model = ComboBox(
+            label="model", choices=bundled_names("cleft-detector"), tooltip="bundled detector"
+        )
+        self.model_dir = FileEdit(
+            label="or model folder",
+            mode="d",
+            value="",
+            tooltip="a folder written by 'napari-avan train clefts' (overrides the model)",
+        )
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.scope = ComboBox(label="scope", choices=list(SCOPES), value="viewport")
+        self.box_layer = create_widget(
+            annotation="napari.layers.Shapes", label="box layer", options={"nullable": True}
+        )
+        self.threshold = FloatSpinBox(label="threshold", min=0.01, max=0.99, step=0.05)
+        self.min_size = SpinBox(label="min size (voxels)", min=1, max=10_000_000)
+        self.run_button = PushButton(text="Detect clefts")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.image,
+                self.model,
+                self.model_dir,
+                self.device,
+                self.scope,
+                self.box_layer,
+                self.threshold,
+                self.min_size,
+                self.run_button,
+                self.cancel_button,
+                self.status,
+            ]
+        )
+        self.model.changed.connect(self._load_defaults)
+        self.model_dir.changed.connect(self._load_defaults)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.last_result: Any = None
+        self._load_defaults()
+
+    # --- settings -----------------------------------------------------------------------
+
+    @property
+    def model_spec(self) -> str:
+        folder = str(self.model_dir.value or "")
+        if folder and folder not in (".", str(Path.cwd())):
+            return folder
+        return str(self.model.value or "")
+
+    def _load_defaults(self, *_: Any) -> None:
+        """Threshold and minimum size from the model's validated post-processing."""
+        try:
+            meta = MODELS.metadata(self.model_spec, "cleft-detector")
+        except AvanInputError as exc:
+            self.status.value = str(exc)
+            return
+        post = meta.get("postprocess") or {}
+        self.threshold.value = float(post.get("threshold", 0.5))
+        volume = post.get("min_volume_nm3")
+        self._min_volume_nm3 = None if volume is None else float(volume)
+        self.min_size.value = 50
+        self._update_min_size()
+
+    def _update_min_size(self) -> None:
+        layer = self.image.value
+        if layer is None or self._min_volume_nm3 is None:
+            return
+        try:
+            voxel = layer_voxel_size(layer)
+        except AvanInputError:
+            return
+        self.min_size.value = max(1, round(self._min_volume_nm3 / float(np.prod(voxel))))
+
+    def reset_choices(self, *args: Any) -> None:
+        super().reset_choices(*args)
+        self._update_min_size()
+
+    # --- running ------------------------------------------------------------------------
+
+    @property
+    def runner(self) -> JobRunner:
+        return runner_for(self._viewer)
+
+    def region(self) -> Box:
+        """The region of the image to run on, in its voxels (context margin included)."""
+        layer = self.image.value
+        shape = tuple(int(n) for n in layer.data.shape)
+        depth = 16
+        if self.scope.value == "whole volume":
+            return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        if self.scope.value == "drawn box":
+            box = shapes_box(self.box_layer.value, layer, depth=depth)
+        else:
+            box = viewer_viewport_box(self._viewer, layer, depth=depth)
+        return grow_box(box, CONTEXT_VOXELS, shape)
+
+    def run(self, *_: Any) -> None:
+        """Start detection in a worker; problems go to a notification and the status line."""
+        try:
+            job = self._start()
+        except AvanInputError as exc:
+            self._fail(f"Detect clefts: {exc}")
+            return
+        if job is not None:
+            self.run_button.enabled = False
+            self.cancel_button.enabled = True
+
+    def _start(self) -> Any:
+        from napari_avan.models.detect import iter_detect
+
+        layer = self.image.value
+        voxel = layer_voxel_size(layer)  # also checks that it is a 3D volume
+        if getattr(layer, "multiscale", False):
+            raise AvanInputError(f"layer '{layer.name}' is multiscale: open level 0 alone")
+        box = self.region()
+        data = layer.data
+        self._failed = False
+        spec, device = self.model_spec, str(self.device.value)
+        threshold, min_size = float(self.threshold.value), int(self.min_size.value)
+        self.status.value = f"detecting in {tuple(s.stop - s.start for s in box)} voxels..."
+
+        def work() -> Any:
+            model, run = MODELS.get(spec, "cleft-detector", device)
+            region = np.asarray(data[box])
+            yield from iter_detect(
+                model, region, voxel, run=run, threshold=threshold, min_size=min_size
+            )
+
+        return self.runner.start(
+            "Detect clefts",
+            work,
+            on_yield=lambda step: self._on_step(step, layer, box, voxel),
+            on_done=self._on_done,
+            on_error=lambda reason: self._fail(reason, tell=False),
+            progress=lambda step: (step.done, step.total),
+        )
+
+    def cancel(self, *_: Any) -> None:
+        if self.runner.cancel():
+            self.status.value = "cancelling..."
+
+    def _fail(self, reason: str, *, tell: bool = True) -> None:
+        """Show why a run failed (the job runner has notified already when tell is False)."""
+        self._failed = True
+        self.status.value = reason
+        if tell:
+            notify(reason, "error")
+
+    def _on_done(self, completed: bool) -> None:
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+        if not completed and not self._failed:
+            self.status.value = "cancelled: nothing was written"
+
+    def _on_step(self, step: Any, image_layer: Any, box: Box, voxel: Any) -> None:
+        if step.result is None:
+            return
+        det = step.result
+        prob_layer, clefts_layer = self._output_layers(image_layer, voxel)
+        prob_layer.data[box] = det.prob
+        region = clefts_layer.data[box]
+        previous = int(np.count_nonzero(np.unique(region)))
+        region[...] = 0
+        labels = det.clefts.astype(clefts_layer.data.dtype)
+        offset = int(clefts_layer.data.max())
+        labels[labels > 0] += offset
+        region[...] = labels
+        prob_layer.refresh()
+        clefts_layer.refresh()
+        table = det.table.copy()
+        table["cleft_segid"] = table["cleft_segid"] + offset
+        shift = box_offset(box)
+        for axis, name in zip(shift, ("z", "y", "x"), strict=True):
+            for column in (f"centroid_{name}", f"bbox_b{name}", f"bbox_e{name}"):
+                if column in table:
+                    table[column] = table[column] + axis
+        clefts_layer.metadata["cleft_table"] = table
+        self.last_result = det
+        found = len(det.table)
+        replaced = f", replacing {previous} in that region" if previous else ""
+        self.status.value = f"{found} clefts found{replaced}"
+
+    def _output_layers(self, image_layer: Any, voxel: Any) -> tuple[Any, Any]:
+        """This image's probability and clefts layers, made on first use."""
+        shape = tuple(int(n) for n in image_layer.data.shape)
+        found: dict[str, Any] = {}
+        for layer in self._viewer.layers:
+            meta = layer.metadata or {}
+            if meta.get("source_layer") == image_layer.name and tuple(layer.data.shape) == shape:
+                kind = meta.get("napari_avan_kind")
+                if kind in (PROB_KIND, CLEFTS_KIND):
+                    found[kind] = layer
+        common = {
+            "scale": tuple(image_layer.scale),
+            "translate": tuple(image_layer.translate),
+        }
+        if PROB_KIND not in found:
+            found[PROB_KIND] = self._viewer.add_image(
+                np.zeros(shape, np.float32),
+                name="cleft probability",
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                metadata={
+                    "napari_avan_kind": PROB_KIND,
+                    "source_layer": image_layer.name,
+                    "voxel_size_nm": tuple(voxel),
+                },
+                **common,
+            )
+        if CLEFTS_KIND not in found:
+            found[CLEFTS_KIND] = self._viewer.add_labels(
+                np.zeros(shape, np.uint32),
+                name="predicted clefts",
+                opacity=0.8,
+                metadata={
+                    "napari_avan_kind": CLEFTS_KIND,
+                    "source_layer": image_layer.name,
+                    "voxel_size_nm": tuple(voxel),
+                },
+                **common,
+            )
+        return found[PROB_KIND], found[CLEFTS_KIND]

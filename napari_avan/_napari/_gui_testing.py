@@ -1,0 +1,84 @@
+"""Driving a real viewer as a user would: clicks on the canvas, waiting for workers.
+
+Used by the tests, ``benchmarks/bench_gui.py`` and ``examples/screenshots.py``; it reaches
+into napari's Qt viewer (private) to send the canvas the same mouse events a click makes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def process_events(seconds: float = 0.0) -> None:
+    """Let Qt deliver pending events (for ``seconds`` at least)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        raise RuntimeError("no Qt application: open a napari viewer first")
+    end = time.perf_counter() + seconds
+    while True:
+        app.processEvents()
+        if time.perf_counter() >= end:
+            return
+        time.sleep(0.002)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> float:
+    """Process events until ``condition()`` holds; seconds waited.
+
+    Raises:
+        TimeoutError: the condition did not hold within ``timeout`` seconds.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        raise RuntimeError("no Qt application: open a napari viewer first")
+    start = time.perf_counter()
+    while not condition():
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError(f"gave up after {timeout:.0f} s")
+        app.processEvents()
+        time.sleep(0.002)
+    return time.perf_counter() - start
+
+
+def _vispy_canvas(viewer: Any) -> Any:
+    return viewer.window._qt_viewer.canvas
+
+
+def canvas_position(viewer: Any, world: Sequence[float]) -> tuple[float, float]:
+    """Canvas pixel (x, y) where a world point of the displayed axes is drawn (2D view)."""
+    canvas = _vispy_canvas(viewer)
+    view = canvas.view
+    transform = view.transform * view.scene.transform
+    displayed = list(viewer.dims.displayed)
+    shown = [float(world[d]) for d in displayed][::-1]  # vispy is (x, y)
+    mapped = transform.map([*shown, 0, 1])
+    return float(mapped[0]), float(mapped[1])
+
+
+def click_canvas(viewer: Any, world: Sequence[float]) -> None:
+    """Press and release the left button on the canvas over a world point."""
+    canvas = _vispy_canvas(viewer)._scene_canvas
+    pos = canvas_position(viewer, world)
+    canvas.events.mouse_press(pos=pos, modifiers=(), button=1)
+    canvas.events.mouse_release(pos=pos, modifiers=(), button=1)
+
+
+def cleft_world_point(layer: Any, cleft_id: int, section: int | None = None) -> np.ndarray:
+    """World coordinates of a voxel inside cleft ``cleft_id`` (on ``section`` if given),
+    the one nearest the cleft's centre."""
+    voxels = np.argwhere(np.asarray(layer.data) == cleft_id)
+    if section is not None:
+        voxels = voxels[voxels[:, 0] == section]
+    if voxels.size == 0:
+        raise ValueError(f"cleft {cleft_id} has no voxel there")
+    centre = voxels.mean(axis=0)
+    best = voxels[np.argmin(((voxels - centre) ** 2).sum(axis=1))]
+    return np.asarray(layer.data_to_world(best), float)

@@ -1,0 +1,525 @@
+"""Dock widget: click a cleft to see its partners; assign every cleft in the viewport.
+
+A click on a cleft (in any layer, 2D or 3D) runs AVAN on that cleft in a worker thread.
+The presynaptic partners appear in the ``presynaptic`` labels layer (magenta), the
+postsynaptic ones in ``postsynaptic`` (green); the candidates' scores fill the widget's
+score table and the edges the synapse table (also the ``synapses`` points layer, which
+File > Save Layers writes as an edge table). "Assign viewport" does the same for every
+cleft visible, in batches, with progress and Cancel.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Table,
+    create_widget,
+)
+
+from napari_avan._napari._geometry import (
+    camera_of,
+    check_aligned,
+    layer_voxel_size,
+    viewer_viewport_box,
+)
+from napari_avan._napari._layers import synapse_points_layer
+from napari_avan._napari._models import MODELS, bundled_names
+from napari_avan._napari._partners_work import (
+    CleftOutput,
+    PartnersStep,
+    clefts_in_box,
+    iter_partners,
+)
+from napari_avan._napari._workers import JobRunner, notify, runner_for
+from napari_avan.types import AvanInputError
+
+if TYPE_CHECKING:
+    import napari.viewer
+
+#: Fixed colours of the partner layers.
+PRE_COLOR = "magenta"
+POST_COLOR = "lime"
+PRE_KIND = "presynaptic"
+POST_KIND = "postsynaptic"
+#: Columns of the synapse table shown in the widget.
+TABLE_COLUMNS = ("cleft", "pre", "post", "pre score", "post score")
+#: Columns of the candidate score table.
+SCORE_COLUMNS = ("segment", "pre", "post", "role")
+
+
+def _table_value(rows: list[list[Any]], columns: tuple[str, ...]) -> dict[str, Any]:
+    """A magicgui Table value in its 'split' form (rows, row labels, column names)."""
+    return {"data": rows, "index": list(range(len(rows))), "columns": list(columns)}
+
+
+def fixed_colormap(color: str) -> Any:
+    """A labels colormap painting every segment id in one colour (0 transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: color, 0: "transparent"})
+
+
+class PartnersWidget(Container):
+    """Partners: layers, model, device, polyadic thresholds; click a cleft; Assign viewport."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.clefts = create_widget(annotation="napari.layers.Labels", label="clefts")
+        self.segmentation = create_widget(
+            annotation="napari.layers.Labels", label="segmentation", options={"nullable": True}
+        )
+        self.model = ComboBox(label="model", choices=bundled_names("avan"))
+        self.model_dir = FileEdit(
+            label="or model folder",
+            mode="d",
+            value="",
+            tooltip="a folder written by 'napari-avan train avan' (overrides the model)",
+        )
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
+        self.polyadic = CheckBox(text="polyadic (every candidate above the thresholds)", value=True)
+        self.pre_threshold = FloatSpinBox(label="pre threshold", min=0.01, max=0.99, step=0.05)
+        self.post_threshold = FloatSpinBox(label="post threshold", min=0.01, max=0.99, step=0.05)
+        self.click_enabled = CheckBox(text="click a cleft to find its partners", value=True)
+        self.assign_button = PushButton(text="Assign viewport")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.status = Label(value="click a cleft")
+        self.scores = Table(value=_table_value([], SCORE_COLUMNS))
+        self.synapses = Table(value=_table_value([], TABLE_COLUMNS))
+        self.extend(
+            [
+                self.image,
+                self.clefts,
+                self.segmentation,
+                self.model,
+                self.model_dir,
+                self.device,
+                self.polyadic,
+                self.pre_threshold,
+                self.post_threshold,
+                self.click_enabled,
+                self.assign_button,
+                self.cancel_button,
+                self.status,
+                self.scores,
+                self.synapses,
+            ]
+        )
+        self.scores.read_only = True
+        self.synapses.read_only = True
+        self.scores.min_height = 150
+        self.synapses.min_height = 200
+        self._picked_by_hand: set[Any] = set()
+        self._resetting = False
+        for widget in (self.clefts, self.segmentation):
+            widget.changed.connect(lambda *_, w=widget: self._picked(w))
+        self.model.changed.connect(self._load_defaults)
+        self.model_dir.changed.connect(self._load_defaults)
+        self.assign_button.changed.connect(self.assign_viewport)
+        self.cancel_button.changed.connect(self.cancel)
+        self.synapses.native.itemSelectionChanged.connect(self._on_row_selected)
+        #: every assigned cleft's result, by cleft id
+        self.results: dict[int, CleftOutput] = {}
+        #: the edge table of everything assigned (DESIGN section 2)
+        self.edges = pd.DataFrame()
+        #: seconds from click to partners shown, one per click (for benchmarks)
+        self.click_latencies: list[float] = []
+        self.selected_cleft: int | None = None
+        self._pending_click: tuple[int, tuple[int, int, int], float] | None = None
+        self._failed = False
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._load_defaults()
+
+    # --- settings -----------------------------------------------------------------------
+
+    @property
+    def model_spec(self) -> str:
+        folder = str(self.model_dir.value or "")
+        if folder and folder not in (".", str(Path.cwd())):
+            return folder
+        return str(self.model.value or "")
+
+    def _load_defaults(self, *_: Any) -> None:
+        try:
+            meta = MODELS.metadata(self.model_spec, "avan")
+        except AvanInputError as exc:
+            self.status.value = str(exc)
+            return
+        post = meta.get("postprocess") or {}
+        self.pre_threshold.value = float(post.get("pre_threshold", 0.5))
+        self.post_threshold.value = float(post.get("post_threshold", 0.5))
+
+    def reset_choices(self, *args: Any) -> None:
+        """Refresh layer choices; preselect the layers a sample or a detection run names
+        (``predicted clefts`` over ``clefts``) unless the user picked a layer by hand."""
+        self._resetting = True
+        try:
+            super().reset_choices(*args)
+            by_name = {layer.name: layer for layer in self._viewer.layers}
+            for widget, names in (
+                (self.segmentation, ("segmentation",)),
+                (self.clefts, ("predicted clefts", "clefts")),
+            ):
+                if widget in self._picked_by_hand:
+                    continue
+                for name in names:
+                    if name in by_name and by_name[name] in widget.choices:
+                        widget.value = by_name[name]
+                        break
+        finally:
+            self._resetting = False
+
+    def _picked(self, widget: Any) -> None:
+        if not getattr(self, "_resetting", True):
+            self._picked_by_hand.add(widget)
+
+    @property
+    def runner(self) -> JobRunner:
+        return runner_for(self._viewer)
+
+    def _checked_layers(self) -> tuple[Any, Any, Any]:
+        image, clefts, seg = self.image.value, self.clefts.value, self.segmentation.value
+        if image is None:
+            raise AvanInputError("choose an image layer (the EM)")
+        if clefts is None:
+            raise AvanInputError("choose a clefts labels layer (run Detect clefts first)")
+        if seg is None:
+            raise AvanInputError("choose a segmentation labels layer: partners are segments of it")
+        if seg is clefts:
+            raise AvanInputError("the clefts and segmentation layers must differ")
+        check_aligned(image, clefts, seg)
+        return image, clefts, seg
+
+    def _assign_kwargs(self) -> dict[str, Any]:
+        return {
+            "polyadic": bool(self.polyadic.value),
+            "pre_threshold": float(self.pre_threshold.value),
+            "post_threshold": float(self.post_threshold.value),
+        }
+
+    # --- clicking -----------------------------------------------------------------------
+
+    def _on_mouse(self, viewer: Any, event: Any) -> Any:
+        """A click (press and release without a drag) on a cleft starts its assignment."""
+        if not self.click_enabled.value or getattr(event, "button", 1) != 1:
+            return
+        if set(getattr(event, "modifiers", ()) or ()):
+            return
+        active = viewer.layers.selection.active
+        if active is not None and getattr(active, "mode", "pan_zoom") not in (
+            "pan_zoom",
+            "transform",
+            "select",
+        ):
+            return  # painting, drawing, picking: not ours
+        press = np.asarray(event.position, float)
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged:
+            self.click(press, getattr(event, "view_direction", None), list(event.dims_displayed))
+
+    def cleft_at(
+        self, position: Any, view_direction: Any = None, dims_displayed: Any = None
+    ) -> tuple[int, tuple[int, int, int]] | None:
+        """(cleft id, voxel) under a world position (along the view ray in 3D), or None."""
+        layer = self.clefts.value
+        if layer is None:
+            return None
+        value = layer.get_value(
+            position, view_direction=view_direction, dims_displayed=dims_displayed, world=True
+        )
+        if isinstance(value, tuple):  # multiscale: (level, value)
+            value = value[-1]
+        if value is None or int(value) == 0:
+            return None
+        cleft_id = int(value)
+        if dims_displayed is not None and len(dims_displayed) == 3 and view_direction is not None:
+            start, end = layer.get_ray_intersections(
+                position, view_direction, dims_displayed, world=True
+            )
+            if start is None:
+                return None
+            ray = np.linspace(np.asarray(start), np.asarray(end), 256)
+            idx = np.clip(np.round(ray).astype(int), 0, np.array(layer.data.shape) - 1)
+            hits = [tuple(i) for i in idx if layer.data[tuple(i)] == cleft_id]
+            if not hits:
+                return None
+            voxel = hits[0]
+        else:
+            data = np.asarray(layer.world_to_data(position))
+            voxel = tuple(
+                int(v) for v in np.clip(np.round(data), 0, np.array(layer.data.shape) - 1)
+            )
+        return cleft_id, (int(voxel[0]), int(voxel[1]), int(voxel[2]))
+
+    def click(self, position: Any, view_direction: Any = None, dims_displayed: Any = None) -> bool:
+        """Assign the cleft under ``position`` (world); False when there is none."""
+        clicked = time.perf_counter()
+        try:
+            self._checked_layers()
+            found = self.cleft_at(position, view_direction, dims_displayed)
+        except AvanInputError as exc:
+            self._fail(f"Partners: {exc}")
+            return False
+        if found is None:
+            return False
+        cleft_id, voxel = found
+        job = self.runner.job
+        if job is not None and job.name.startswith("Partners of cleft"):
+            self._pending_click = (cleft_id, voxel, clicked)  # the latest click wins
+            return True
+        self.assign_clefts({cleft_id: voxel}, clicked=clicked)
+        return True
+
+    # --- running ------------------------------------------------------------------------
+
+    def assign_clefts(
+        self, cleft_points: dict[int, tuple[int, int, int]], *, clicked: float | None = None
+    ) -> Any:
+        """Assign these clefts (id -> a voxel of it) in a worker; results fill the layers."""
+        try:
+            image, clefts, seg = self._checked_layers()
+            voxel = layer_voxel_size(image)
+        except AvanInputError as exc:
+            self._fail(f"Partners: {exc}")
+            return None
+        arrays = (image.data, clefts.data, seg.data)
+        spec, device = self.model_spec, str(self.device.value)
+        kwargs = self._assign_kwargs()
+        name = spec
+        single = len(cleft_points) == 1 and clicked is not None
+        title = f"Partners of cleft {next(iter(cleft_points))}" if single else "Assign viewport"
+        self._failed = False
+
+        def work() -> Any:
+            model, run = MODELS.get(spec, "avan", device)
+            yield from iter_partners(
+                model, run, arrays, voxel, cleft_points, model_name=name, **kwargs
+            )
+
+        def on_yield(step: PartnersStep) -> None:
+            self._apply(step.outputs, select=single)
+            if single and step.outputs and clicked is not None:
+                self.click_latencies.append(time.perf_counter() - clicked)
+            if not single:
+                self.status.value = (
+                    f"assigned {len(self.results)} clefts ({step.done}/{step.total} patches)"
+                )
+
+        job = self.runner.start(
+            title,
+            work,
+            on_yield=on_yield,
+            on_done=self._on_done,
+            on_error=lambda reason: self._fail(reason, tell=False),
+            progress=None if single else (lambda step: (step.done, step.total)),
+        )
+        if job is not None:
+            self.assign_button.enabled = False
+            self.cancel_button.enabled = True
+            if single:
+                self.status.value = f"{title}..."
+        return job
+
+    def assign_viewport(self, *_: Any) -> Any:
+        """Assign every cleft with a voxel in the visible region (current section in 2D)."""
+        try:
+            _, clefts, _ = self._checked_layers()
+            box = viewer_viewport_box(self._viewer, clefts, depth=1)
+        except AvanInputError as exc:
+            self._fail(f"Assign viewport: {exc}")
+            return None
+        points = clefts_in_box(clefts.data, box)
+        if not points:
+            self.status.value = "no cleft in the viewport: run Detect clefts or move the view"
+            notify(self.status.value, "info")
+            return None
+        self.status.value = f"assigning {len(points)} clefts..."
+        return self.assign_clefts(points)
+
+    def cancel(self, *_: Any) -> None:
+        if self.runner.cancel():
+            self.status.value = "cancelling..."
+
+    def _fail(self, reason: str, *, tell: bool = True) -> None:
+        self._failed = True
+        self.status.value = reason
+        if tell:
+            notify(reason, "error")
+
+    def _on_done(self, completed: bool) -> None:
+        self.assign_button.enabled = True
+        self.cancel_button.enabled = False
+        if not completed and not self._failed:
+            self.status.value = f"cancelled: {len(self.results)} clefts assigned so far are kept"
+        pending, self._pending_click = self._pending_click, None
+        if pending is not None:
+            cleft_id, voxel, clicked = pending
+            self.assign_clefts({cleft_id: voxel}, clicked=clicked)
+
+    # --- showing results ----------------------------------------------------------------
+
+    def _partner_layers(self) -> tuple[Any, Any, Any]:
+        """The presynaptic, postsynaptic and synapses layers, made on first use."""
+        seg = self.segmentation.value
+        shape = tuple(int(n) for n in seg.data.shape)
+        found: dict[str, Any] = {}
+        for layer in self._viewer.layers:
+            kind = (layer.metadata or {}).get("napari_avan_kind")
+            if kind in (PRE_KIND, POST_KIND) and tuple(layer.data.shape) == shape:
+                found[kind] = layer
+            elif kind == "edges":
+                found[kind] = layer
+        voxel = layer_voxel_size(seg)
+        common = {"scale": tuple(seg.scale), "translate": tuple(seg.translate)}
+        dtype = seg.data.dtype if np.dtype(seg.data.dtype).kind in "ui" else np.uint32
+        for kind, color in ((PRE_KIND, PRE_COLOR), (POST_KIND, POST_COLOR)):
+            if kind not in found:
+                layer = self._viewer.add_labels(
+                    np.zeros(shape, dtype),
+                    name=kind,
+                    opacity=0.55,
+                    metadata={"napari_avan_kind": kind, "voxel_size_nm": tuple(voxel)},
+                    **common,
+                )
+                layer.colormap = fixed_colormap(color)
+                found[kind] = layer
+        if "edges" not in found:
+            data, kwargs, _ = synapse_points_layer(self.edges_table(), voxel)
+            kwargs["translate"] = tuple(seg.translate)
+            found["edges"] = self._viewer.add_points(data, **kwargs)
+        return found[PRE_KIND], found[POST_KIND], found["edges"]
+
+    def edges_table(self) -> pd.DataFrame:
+        from napari_avan.core.tables import empty_edge_table
+
+        return self.edges if len(self.edges.columns) else empty_edge_table()
+
+    def _apply(self, outputs: list[CleftOutput], select: bool) -> None:
+        """Paint partner masks, update the tables and the synapses layer (GUI thread)."""
+        if not outputs:
+            return
+        pre_layer, post_layer, points = self._partner_layers()
+        for out in outputs:
+            old = self.results.get(out.cleft_id)
+            if old is not None:  # a rerun of this cleft: clear its old partners first
+                for layer, ids in (
+                    (pre_layer, old.assignment.pre_ids),
+                    (post_layer, old.assignment.post_ids),
+                ):
+                    view = layer.data[old.region]
+                    view[np.isin(view, ids)] = 0
+            for layer, mask in ((pre_layer, out.pre_mask), (post_layer, out.post_mask)):
+                view = layer.data[out.region]
+                view[mask > 0] = mask[mask > 0]
+            self.results[out.cleft_id] = out
+        pre_layer.refresh()
+        post_layer.refresh()
+        done = {o.cleft_id for o in outputs}
+        frames = [o.edges for o in outputs if len(o.edges)]
+        kept = (
+            self.edges[~self.edges["cleft_segid"].isin(done)]
+            if len(self.edges.columns)
+            else self.edges
+        )
+        self.edges = pd.concat([kept, *frames], ignore_index=True) if frames else kept
+        self._refresh_tables(points)
+        if select:
+            self.show_cleft(outputs[-1].cleft_id, move_camera=False)
+
+    def _refresh_tables(self, points: Any) -> None:
+        table = self.edges_table()
+        from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
+
+        points.data = (
+            from_xyz_columns(table, CENTROID_PREFIX).astype(float)
+            if len(table)
+            else np.zeros((0, 3))
+        )
+        points.features = table.reset_index(drop=True)
+        rows = [
+            [
+                int(r.cleft_segid),
+                int(r.presyn_segid),
+                int(r.postsyn_segid),
+                f"{float(r.presyn_wt):.3f}",
+                f"{float(r.postsyn_wt):.3f}",
+            ]
+            for r in table.itertuples()
+        ]
+        blocker = self.synapses.native.blockSignals(True)
+        self.synapses.value = _table_value(rows, TABLE_COLUMNS)
+        self.synapses.native.blockSignals(blocker)
+
+    def show_cleft(self, cleft_id: int, *, move_camera: bool = True) -> None:
+        """Show one cleft's candidate scores; optionally centre the camera on it."""
+        out = self.results.get(cleft_id)
+        if out is None:
+            return
+        self.selected_cleft = cleft_id
+        a = out.assignment
+        rows = []
+        for seg_id, pre, post in zip(
+            a.candidates.tolist(), a.pre_scores.tolist(), a.post_scores.tolist(), strict=True
+        ):
+            role = "pre" if seg_id in a.pre_ids else "post" if seg_id in a.post_ids else ""
+            rows.append([int(seg_id), float(pre), float(post), role])
+        rows.sort(key=lambda r: -max(r[1], r[2]))
+        rows = [[r[0], f"{r[1]:.3f}", f"{r[2]:.3f}", r[3]] for r in rows]
+        self.scores.value = _table_value(rows, SCORE_COLUMNS)
+        pre = ", ".join(map(str, a.pre_ids)) or "none"
+        post = ", ".join(map(str, a.post_ids)) or "none"
+        self.status.value = f"cleft {cleft_id}: pre {pre} -> post {post}"
+        clefts = self.clefts.value
+        if clefts is not None:
+            clefts.selected_label = cleft_id
+        points = next(
+            (
+                layer
+                for layer in self._viewer.layers
+                if (layer.metadata or {}).get("napari_avan_kind") == "edges"
+            ),
+            None,
+        )
+        if points is not None and len(self.edges):
+            rows_of = np.flatnonzero(points.features["cleft_segid"].to_numpy() == cleft_id)
+            points.selected_data = set(rows_of.tolist())
+        if move_camera and clefts is not None:
+            region = out.region
+            centre = np.array([(s.start + s.stop - 1) / 2 for s in region], float)
+            match = self.edges[self.edges["cleft_segid"] == cleft_id] if len(self.edges) else None
+            if match is not None and len(match):
+                row = match.iloc[0]
+                centre = np.array([row["centroid_z"], row["centroid_y"], row["centroid_x"]], float)
+            world = np.asarray(clefts.data_to_world(centre), float)
+            self._viewer.dims.set_point(0, float(world[0]))
+            camera_of(self._viewer).center = tuple(world)
+
+    def _on_row_selected(self) -> None:
+        indexes = self.synapses.native.selectedIndexes()
+        if not indexes:
+            return
+        row = indexes[0].row()
+        cleft_id = int(self.synapses.data[row, 0])
+        self.show_cleft(cleft_id, move_camera=True)
+
+    def close(self) -> None:  # type: ignore[override]
+        if self._on_mouse in self._viewer.mouse_drag_callbacks:
+            self._viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        super().close()

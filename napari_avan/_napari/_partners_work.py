@@ -1,0 +1,182 @@
+"""What the Partners widget's workers compute, off the GUI thread and without layers.
+
+A click reads a box around one cleft (its bounding box widened by one AVAN patch, so the
+network sees exactly what it would see in the whole volume), assigns it, and returns the
+partner masks of that box and the edge rows in volume coordinates. A bulk run does the
+same for every cleft in the visible region, one box around all of them, and yields after
+each batch of patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from napari_avan._napari._geometry import Box, box_offset, cleft_box, grow_box
+from napari_avan.types import AvanInputError, VoxelSize
+
+#: Coordinate column prefixes of the edge table that shift with a crop.
+_POINT_PREFIXES = ("presyn_", "postsyn_", "centroid_", "bbox_b", "bbox_e")
+
+
+@dataclass
+class CleftOutput:
+    """One assigned cleft: the decision, its edge rows and its partners' masks."""
+
+    cleft_id: int
+    assignment: Any  # models.assign.CleftAssignment
+    edges: pd.DataFrame
+    region: Box  # where the masks go, in volume voxels
+    pre_mask: np.ndarray  # segment ids of the presynaptic partners in region, else 0
+    post_mask: np.ndarray
+
+
+@dataclass
+class PartnersStep:
+    """Progress of a run: ``done`` of ``total`` patches, and the clefts finished so far."""
+
+    done: int
+    total: int
+    outputs: list[CleftOutput] = field(default_factory=list)
+
+
+def patch_extent(model: Any, voxel: VoxelSize) -> tuple[int, int, int]:
+    """AVAN's patch in the volume's voxels (its working patch rescaled)."""
+    from napari_avan.models.assign import DEFAULT_AVAN_PATCH
+
+    meta = model.metadata
+    patch = meta.get("patch", DEFAULT_AVAN_PATCH)
+    working = meta.get("voxel_size_nm", voxel)
+    z, y, x = (
+        max(1, round(int(p) * float(w) / float(v)))
+        for p, w, v in zip(patch, working, voxel, strict=True)
+    )
+    return (z, y, x)
+
+
+def shift_edges(edges: pd.DataFrame, offset: Sequence[int]) -> pd.DataFrame:
+    """Edge rows of a crop moved to volume coordinates (``offset`` is the crop's corner)."""
+    out = edges.copy()
+    for prefix in _POINT_PREFIXES:
+        for axis, delta in zip(("z", "y", "x"), offset, strict=True):
+            column = f"{prefix}{axis}"
+            if column in out.columns:
+                out[column] = out[column] + int(delta)
+    return out
+
+
+def _outputs(
+    assignment: Any,
+    clefts: np.ndarray,
+    segmentation: np.ndarray,
+    crop: Box,
+    region: Box,
+    voxel: VoxelSize,
+    model_name: str,
+) -> CleftOutput:
+    """Edges and partner masks of one assigned cleft; ``clefts``/``segmentation`` are the
+    crop's arrays and ``region`` (in volume voxels, inside ``crop``) bounds the masks."""
+    from napari_avan.core.tables import edge_table, empty_edge_table
+    from napari_avan.models.assign import edge_weights
+
+    corner = box_offset(crop)
+    local = tuple(
+        slice(r.start - int(c), r.stop - int(c)) for r, c in zip(region, corner, strict=True)
+    )
+    seg = segmentation[local]
+    pre_mask = np.where(np.isin(seg, assignment.pre_ids), seg, 0)
+    post_mask = np.where(np.isin(seg, assignment.post_ids), seg, 0)
+    weights = edge_weights([assignment])
+    if len(weights):
+        partners = weights[["cleft_id", "pre_id", "post_id"]]
+        edges = edge_table(
+            clefts[local],
+            seg,
+            partners,
+            voxel_size_nm=voxel,
+            weights=weights,
+            model=model_name,
+        )
+        edges = shift_edges(edges, box_offset(region))
+    else:
+        edges = empty_edge_table()
+    return CleftOutput(int(assignment.cleft_id), assignment, edges, region, pre_mask, post_mask)
+
+
+def iter_partners(
+    model: Any,
+    run: Any,
+    arrays: tuple[Any, Any, Any],
+    voxel: VoxelSize,
+    cleft_points: dict[int, Sequence[int]],
+    *,
+    model_name: str = "",
+    batch_size: int = 4,
+    **assign_kwargs: Any,
+) -> Iterator[PartnersStep]:
+    """Assign the clefts in ``cleft_points`` (id -> one of its voxels) and yield progress.
+
+    Args:
+        model, run: a prepared AVAN model and its run plan.
+        arrays: image, clefts, segmentation (numpy, zarr or dask; only boxes are read).
+        voxel: their voxel size.
+        cleft_points: the clefts to assign, each with a voxel inside it (volume coords).
+        model_name: written in the edge table's ``model`` column.
+        batch_size: AVAN patches per forward pass (and per yield).
+        assign_kwargs: passed to :func:`napari_avan.models.assign.iter_assign`
+            (``polyadic``, ``pre_threshold``, ``post_threshold``).
+    """
+    from napari_avan.models.assign import iter_assign
+
+    image, clefts, segmentation = arrays
+    shape = tuple(int(n) for n in clefts.shape)
+    if not cleft_points:
+        yield PartnersStep(0, 0)
+        return
+    extent = patch_extent(model, voxel)
+    boxes = {cid: cleft_box(clefts, cid, point) for cid, point in cleft_points.items()}
+    regions = {cid: grow_box(box, extent, shape) for cid, box in boxes.items()}
+    crop = (
+        slice(min(r[0].start for r in regions.values()), max(r[0].stop for r in regions.values())),
+        slice(min(r[1].start for r in regions.values()), max(r[1].stop for r in regions.values())),
+        slice(min(r[2].start for r in regions.values()), max(r[2].stop for r in regions.values())),
+    )
+    img = np.asarray(image[crop])
+    cl = np.asarray(clefts[crop])
+    seg = np.asarray(segmentation[crop])
+    if img.ndim != 3:
+        raise AvanInputError(f"the image crop is not (z, y, x): {img.shape}")
+    for step in iter_assign(
+        model,
+        img,
+        cl,
+        seg,
+        voxel,
+        cleft_ids=list(cleft_points),
+        run=run,
+        batch_size=batch_size,
+        **assign_kwargs,
+    ):
+        outputs = [
+            _outputs(a, cl, seg, crop, regions[a.cleft_id], voxel, model_name)
+            for a in step.finished
+        ]
+        yield PartnersStep(step.done, step.total, outputs)
+
+
+def clefts_in_box(clefts: Any, box: Box) -> dict[int, tuple[int, int, int]]:
+    """Every cleft with a voxel in ``box``, with one such voxel (volume coordinates)."""
+    view = np.asarray(clefts[box])
+    flat = view.ravel()
+    nonzero = np.flatnonzero(flat)
+    ids, first = np.unique(flat[nonzero], return_index=True)
+    corner = box_offset(box)
+    points: dict[int, tuple[int, int, int]] = {}
+    for cid, index in zip(ids.tolist(), nonzero[first].tolist(), strict=True):
+        z, y, x = np.unravel_index(index, view.shape)
+        points[int(cid)] = (int(z + corner[0]), int(y + corner[1]), int(x + corner[2]))
+    return points

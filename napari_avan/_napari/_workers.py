@@ -1,0 +1,170 @@
+"""Running long work off the GUI thread: one heavy job per viewer, progress, Cancel, errors.
+
+Jobs are generators from ``models`` (they yield after each batch). A job runs in a
+superqt worker thread; it only reads arrays handed to it, never layers. Its yields arrive
+on the GUI thread through Qt signals, where the widget updates layers. A failure becomes a
+napari notification with the reason (and the widget's status line), never a traceback
+dialog; Cancel stops the job at its next yield.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from napari_avan.types import AvanInputError
+
+#: Viewer -> its job runner: one heavy job per viewer, shared by all dock widgets.
+_RUNNERS: weakref.WeakKeyDictionary[Any, JobRunner] = weakref.WeakKeyDictionary()
+
+
+def describe_failure(what: str, exc: BaseException) -> str:
+    """One line for the user: the reason, and the exception type when it is not ours."""
+    if isinstance(exc, AvanInputError):
+        return f"{what}: {exc}"
+    if isinstance(exc, MemoryError):
+        return f"{what}: out of memory: choose a smaller scope (viewport or a drawn box)"
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+        return f"{what}: the disk is full: free space and run it again"
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+def notify(message: str, level: str = "info") -> None:
+    """Show a napari notification (``info``, ``warning`` or ``error``)."""
+    from napari.utils import notifications
+
+    show = {
+        "info": notifications.show_info,
+        "warning": notifications.show_warning,
+        "error": notifications.show_error,
+    }[level]
+    show(message)
+
+
+@dataclass
+class Job:
+    """A running job: its name, worker and progress bar."""
+
+    name: str
+    worker: Any
+    heavy: bool
+    pbar: Any = None
+    cancelled: bool = False
+    _callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next yield."""
+        self.cancelled = True
+        self.worker.quit()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.worker.is_running)
+
+
+class JobRunner:
+    """Starts jobs for one viewer, one heavy job at a time."""
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def start(
+        self,
+        name: str,
+        work: Callable[[], Iterator[Any]],
+        *,
+        on_yield: Callable[[Any], None],
+        on_done: Callable[[bool], None],
+        on_error: Callable[[str], None],
+        heavy: bool = True,
+        progress: Callable[[Any], tuple[int, int] | None] | None = None,
+    ) -> Job | None:
+        """Run ``work()`` (a generator) in a worker thread.
+
+        Args:
+            name: what the job does, for the progress bar and messages.
+            work: returns the generator to run; it runs entirely in the worker thread.
+            on_yield: called on the GUI thread with each yielded value.
+            on_done: called on the GUI thread when the job ends; True if it finished,
+                False if it was cancelled or failed.
+            on_error: called on the GUI thread with a one-line reason when the job fails
+                (a notification is shown too).
+            heavy: a heavy job refuses to start while another job runs.
+            progress: maps a yielded value to (done, total) for the progress bar.
+
+        Returns:
+            the job, or None when another job is running (the reason goes to on_error).
+        """
+        from napari.utils import progress as napari_progress
+        from superqt.utils import create_worker
+
+        if self.job is not None:
+            reason = f"{name}: busy with '{self.job.name}': wait for it to finish or press Cancel"
+            on_error(reason)
+            notify(reason, "warning")
+            return None
+
+        def run() -> Generator[Any, None, None]:
+            yield from work()
+
+        worker = create_worker(run, _start_thread=False, _ignore_errors=True)
+        job = Job(name, worker, heavy)
+        if progress is not None:
+            job.pbar = napari_progress(total=0, desc=name)
+        failed: list[str] = []
+
+        def yielded(value: Any) -> None:
+            if job.pbar is not None and progress is not None:
+                counts = progress(value)
+                if counts is not None:
+                    done, total = counts
+                    if job.pbar.total != total:
+                        job.pbar.total = total
+                    job.pbar.n = done
+                    job.pbar.refresh()
+            on_yield(value)
+
+        def errored(exc: BaseException) -> None:
+            reason = describe_failure(name, exc)
+            failed.append(reason)
+            notify(reason, "error")
+            on_error(reason)
+
+        def warned(warning: tuple[Any, ...]) -> None:
+            notify(f"{name}: {warning[0]}", "warning")
+
+        def finished() -> None:
+            if job.pbar is not None:
+                job.pbar.close()
+            if self.job is job:
+                self.job = None
+            on_done(not failed and not job.cancelled)
+
+        worker.yielded.connect(yielded)
+        worker.errored.connect(errored)
+        worker.warned.connect(warned)
+        worker.finished.connect(finished)
+        self.job = job
+        worker.start()
+        return job
+
+    def cancel(self) -> bool:
+        """Cancel the running job; False when none runs."""
+        if self.job is None:
+            return False
+        self.job.cancel()
+        return True
+
+
+def runner_for(viewer: Any) -> JobRunner:
+    """The job runner shared by the dock widgets of ``viewer``."""
+    runner = _RUNNERS.get(viewer)
+    if runner is None:
+        runner = _RUNNERS[viewer] = JobRunner()
+    return runner

@@ -1,0 +1,262 @@
+"""The dock widgets in a real viewer under Xvfb: detect, click a cleft, bulk-assign, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from napari_avan._napari._gui_testing import (
+    cleft_world_point,
+    click_canvas,
+    process_events,
+    wait_until,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def _open(viewer: Any) -> tuple[Any, Any]:
+    """The polyadic sample and both widgets, all through npe2."""
+    viewer.open_sample("napari-avan", "synthetic-polyadic")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
+    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+    partners.reset_choices()
+    return detect, partners
+
+
+def _notifications() -> list[str]:
+    from napari.utils.notifications import notification_manager
+
+    return [str(n.message) for n in notification_manager.records]
+
+
+def _reference(partners: Any, cleft_id: int) -> Any:
+    """The same cleft assigned on the whole volume, without the GUI."""
+    from napari_avan._napari._models import MODELS
+    from napari_avan.models.assign import assign_cleft
+
+    model, run = MODELS.get(partners.model_spec, "avan", "auto")
+    image, clefts, seg = partners._checked_layers()
+    return assign_cleft(
+        model,
+        np.asarray(image.data),
+        np.asarray(clefts.data),
+        np.asarray(seg.data),
+        tuple(image.scale),
+        cleft_id,
+        run=run,
+        **partners._assign_kwargs(),
+    )
+
+
+def test_widgets_come_from_the_manifest(make_napari_viewer) -> None:
+    from napari_avan._napari._detect_widget import DetectWidget
+    from napari_avan._napari._partners_widget import PartnersWidget
+
+    viewer = make_napari_viewer()
+    detect, partners = _open(viewer)
+    assert isinstance(detect, DetectWidget) and isinstance(partners, PartnersWidget)
+    assert detect.image.value.name == "EM"
+    assert (partners.clefts.value.name, partners.segmentation.value.name) == (
+        "clefts",
+        "segmentation",
+    )
+    # thresholds come from the bundled models' validated post-processing
+    assert detect.threshold.value == pytest.approx(0.5, abs=0.45)
+    assert 0 < partners.post_threshold.value < 1
+
+
+def test_detect_in_a_drawn_box(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    detect, _ = _open(viewer)
+    truth = viewer.layers["clefts"].data
+    scale = np.asarray(viewer.layers["EM"].scale)
+    # a box around the largest true cleft, drawn on its middle section
+    ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+    target = int(ids[np.argmax(sizes)])
+    voxels = np.argwhere(truth == target)
+    lo, hi = voxels.min(axis=0), voxels.max(axis=0)
+    z = int(np.median(voxels[:, 0]))
+    corners = np.array([[z, lo[1] - 8, lo[2] - 8], [z, hi[1] + 8, hi[2] + 8]], float)
+    rect = np.array(
+        [
+            [z, corners[0, 1], corners[0, 2]],
+            [z, corners[0, 1], corners[1, 2]],
+            [z, corners[1, 1], corners[1, 2]],
+            [z, corners[1, 1], corners[0, 2]],
+        ]
+    )
+    shapes = viewer.add_shapes([rect], shape_type="rectangle", scale=scale, name="box")
+    detect.reset_choices()
+    detect.scope.value = "drawn box"
+    detect.box_layer.value = shapes
+    detect.run()
+    wait_until(lambda: not detect.runner.busy, timeout=120)
+    assert "clefts found" in detect.status.value, detect.status.value
+    prob = viewer.layers["cleft probability"]
+    found = viewer.layers["predicted clefts"]
+    assert tuple(prob.scale) == tuple(found.scale) == tuple(scale)
+    assert prob.data.shape == found.data.shape == truth.shape
+    box = detect.region()
+    written = np.zeros(truth.shape, bool)
+    written[box] = True
+    assert not prob.data[~written].any() and not found.data[~written].any()
+    # the detector finds the target cleft (a match as in `evaluate clefts`: IoU >= 0.1)
+    hits, counts = np.unique(found.data[truth == target], return_counts=True)
+    best = int(hits[1:][np.argmax(counts[1:])]) if hits.size > 1 else 0
+    union = np.count_nonzero((found.data == best) | (truth == target))
+    assert best and counts[hits == best][0] / union >= 0.1
+    table = found.metadata["cleft_table"]
+    assert set(table["cleft_segid"]) == set(np.unique(found.data[found.data > 0]).tolist())
+
+
+def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1200, 800)
+    _, partners = _open(viewer)
+    clefts = viewer.layers["clefts"]
+    truth = clefts.metadata["partners"]
+    cleft_id = int(truth["cleft_id"].iloc[0])
+    point = cleft_world_point(clefts, cleft_id)
+    viewer.dims.set_point(0, point[0])
+    viewer.scene.camera.center = tuple(point)
+    viewer.scene.camera.zoom = 2.0
+    process_events(0.2)
+    # the real canvas path: vispy press and release -> napari mouse callbacks -> worker
+    click_canvas(viewer, point)
+    wait_until(lambda: cleft_id in partners.results and not partners.runner.busy, timeout=60)
+    out = partners.results[cleft_id].assignment
+    ref = _reference(partners, cleft_id)
+    assert (out.pre_ids, out.post_ids) == (ref.pre_ids, ref.post_ids)
+    np.testing.assert_allclose(out.pre_scores, ref.pre_scores, atol=1e-5)
+    pre, post = viewer.layers["presynaptic"], viewer.layers["postsynaptic"]
+    seg = viewer.layers["segmentation"].data
+    assert set(np.unique(pre.data[pre.data > 0]).tolist()) == set(out.pre_ids)
+    assert set(np.unique(post.data[post.data > 0]).tolist()) == set(out.post_ids)
+    # painted voxels are exactly the partners' voxels in the patch around the cleft
+    region = partners.results[cleft_id].region
+    np.testing.assert_array_equal(pre.data[region] > 0, np.isin(seg[region], out.pre_ids))
+    # the tables
+    edges = partners.edges
+    assert list(zip(edges["presyn_segid"], edges["postsyn_segid"], strict=True)) == out.edges
+    assert partners.synapses.data.to_list()[0][:3] == [cleft_id, *out.edges[0]]
+    assert {row[0] for row in partners.scores.data.to_list()} == set(out.candidates.tolist())
+    points = viewer.layers["synapses"]
+    assert len(points.data) == len(edges)
+    assert list(points.features["cleft_segid"]) == [cleft_id] * len(edges)
+    # fixed colours on screen: magenta pre, green post
+    viewer.layers["segmentation"].visible = False
+    viewer.layers["clefts"].visible = False
+    process_events(0.2)
+    shot = viewer.screenshot(canvas_only=True, flash=False).astype(int)
+    r, g, b = shot[..., 0], shot[..., 1], shot[..., 2]
+    magenta = (r > 150) & (b > 150) & (g < 120)
+    green = (g > 150) & (r < 120) & (b < 120)
+    assert magenta.sum() > 100 and green.sum() > 100, (magenta.sum(), green.sum())
+
+
+def test_bulk_assign_matches_the_whole_volume_path(make_napari_viewer) -> None:
+    from napari_avan.models.assign import iter_assign
+
+    viewer = make_napari_viewer()
+    _, partners = _open(viewer)
+    clefts = viewer.layers["clefts"]
+    viewer.dims.set_point(0, 20 * clefts.scale[0])
+    viewer.reset_view()
+    process_events(0.1)
+    partners.assign_viewport()
+    wait_until(lambda: not partners.runner.busy, timeout=120)
+    visible = set(np.unique(clefts.data[20]).tolist()) - {0}
+    assert visible and set(partners.results) == visible, partners.status.value
+    from napari_avan._napari._models import MODELS
+
+    model, run = MODELS.get(partners.model_spec, "avan", "auto")
+    image, cl, seg = partners._checked_layers()
+    whole = {
+        a.cleft_id: (a.pre_ids, a.post_ids)
+        for step in iter_assign(
+            model,
+            np.asarray(image.data),
+            np.asarray(cl.data),
+            np.asarray(seg.data),
+            tuple(image.scale),
+            cleft_ids=sorted(visible),
+            run=run,
+            **partners._assign_kwargs(),
+        )
+        for a in step.finished
+    }
+    got = {c: (o.assignment.pre_ids, o.assignment.post_ids) for c, o in partners.results.items()}
+    assert got == whole
+    assert set(partners.edges["cleft_segid"]) <= visible
+    assert len(partners.synapses.data.to_list()) == len(partners.edges)
+    # selecting a row centres the camera on that cleft and selects it
+    viewer.scene.camera.center = (0, 0, 0)
+    partners.synapses.native.selectRow(0)
+    process_events(0.1)
+    row = partners.edges.iloc[0]
+    world = np.asarray(clefts.data_to_world((row.centroid_z, row.centroid_y, row.centroid_x)))
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], world[-2:], atol=1e-3)
+    assert clefts.selected_label == int(row.cleft_segid)
+
+
+def test_cancel_stops_a_bulk_run(make_napari_viewer) -> None:
+    import time
+
+    viewer = make_napari_viewer()
+    _, partners = _open(viewer)
+    clefts = viewer.layers["clefts"]
+    viewer.dims.ndisplay = 3  # 3D: the whole volume is visible, so every cleft runs
+    process_events(0.1)
+    first = partners.assign_viewport()
+    assert first is not None
+    wait_until(lambda: len(partners.results) > 0, timeout=60)
+    pressed = time.perf_counter()
+    partners.cancel_button.clicked.emit() if hasattr(
+        partners.cancel_button, "clicked"
+    ) else partners.cancel()
+    wait_until(lambda: not partners.runner.busy, timeout=10)
+    assert time.perf_counter() - pressed < 2.0
+    n_clefts = len(np.unique(clefts.data)) - 1
+    assert 0 < len(partners.results) < n_clefts
+    assert partners.status.value.startswith("cancelled")
+    assert partners.assign_button.enabled and not partners.cancel_button.enabled
+
+
+def test_bad_choices_give_a_message_not_a_crash(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    flat = viewer.add_image(image, name="flat", scale=(4, 4))
+    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
+    detect.reset_choices()
+    detect.image.value = flat
+    detect.run()
+    assert "2D" in detect.status.value and not detect.runner.busy
+    assert any("2D" in m for m in _notifications())
+
+    viewer.layers.clear()
+    volume = np.zeros((4, 32, 32), np.uint8)
+    viewer.add_image(volume, name="em")
+    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+    # no voxel size: the scale is napari's default
+    detect.reset_choices()
+    detect.image.value = viewer.layers["em"]
+    detect.run()
+    assert "no voxel size" in detect.status.value
+    # no segmentation layer
+    cl = viewer.add_labels(np.zeros((4, 32, 32), np.uint32), name="clefts")
+    partners.reset_choices()
+    assert partners.assign_viewport() is None
+    assert "segmentation" in partners.status.value
+    # layers of different shapes
+    viewer.layers["em"].scale = (40, 4, 4)
+    cl.scale = (40, 4, 4)
+    seg = viewer.add_labels(np.zeros((4, 32, 30), np.uint32), name="segmentation", scale=(40, 4, 4))
+    partners.reset_choices()
+    partners.clefts.value, partners.segmentation.value = cl, seg
+    assert partners.assign_viewport() is None
+    assert "differ in shape" in partners.status.value
+    assert not partners.click(np.array([0.0, 10.0, 10.0]))
+    assert not partners.runner.busy
