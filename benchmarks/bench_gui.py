@@ -7,12 +7,14 @@ widget docked through npe2, and drives it as a user would:
   latency runs from the press to the partners painted in the layers (median of N clicks,
   after one warm-up click that loads the model);
 * stall: a QTimer ticks every 5 ms on the GUI thread during a bulk "Assign viewport" of
-  the whole volume (3D view); the longest gap between ticks, less the interval, is the
-  longest time the event loop could not respond;
+  the visible clefts (and for one second after, while the results are drawn); the longest
+  gap between ticks, less the interval, is the longest time the event loop could not
+  respond;
 * cancel: the time from pressing Cancel during a bulk run to the worker stopping.
 
     xvfb-run -a python benchmarks/bench_gui.py               # synthetic sample and VNC crop
     xvfb-run -a python benchmarks/bench_gui.py --data vnc --clicks 30
+    xvfb-run -a python benchmarks/bench_gui.py --data synthetic --bulk-view 3d
 
 Prints one block of figures per dataset and, with ``--json``, writes them to a file.
 """
@@ -20,6 +22,7 @@ Prints one block of figures per dataset and, with ``--json``, writes them to a f
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -84,9 +87,31 @@ def measure_clicks(viewer: Any, partners: Any, n_clicks: int) -> dict[str, Any]:
     }
 
 
-def measure_bulk(viewer: Any, partners: Any, cancel_after: int | None) -> dict[str, Any]:
-    """Assign the viewport (2D, zoomed out to the whole section with the most clefts)
-    while a 5 ms timer measures the event loop."""
+class _GcPauses:
+    """Durations of Python's garbage collections (they hold the GIL, so they stall the GUI)."""
+
+    def __init__(self) -> None:
+        self.durations_ms: list[float] = []
+        self._start = 0.0
+
+    def callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.durations_ms.append((time.perf_counter() - self._start) * 1000)
+
+
+def _gc_pauses() -> _GcPauses:
+    pauses = _GcPauses()
+    gc.callbacks.append(pauses.callback)
+    return pauses
+
+
+def measure_bulk(
+    viewer: Any, partners: Any, cancel_after: int | None, ndisplay: int = 2
+) -> dict[str, Any]:
+    """Assign the viewport (2D: zoomed out to the whole section with the most clefts; 3D:
+    the whole volume) while a 5 ms timer measures the event loop."""
     from qtpy.QtCore import QEventLoop, QTimer
 
     from napari_avan._napari._gui_testing import process_events
@@ -97,14 +122,16 @@ def measure_bulk(viewer: Any, partners: Any, cancel_after: int | None) -> dict[s
     viewer.dims.ndisplay = 2
     viewer.dims.set_point(0, float(clefts.data_to_world((section, 0, 0))[0]))
     viewer.reset_view()
+    viewer.dims.ndisplay = ndisplay
     process_events(0.1)
-    partners.results.clear()
+    partners.clear_results()
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     loop = QEventLoop()
     cancelled_at: list[float] = []
+    pauses = _gc_pauses()
 
     def poll() -> None:
         if cancel_after is not None and not cancelled_at and len(partners.results) >= cancel_after:
@@ -124,14 +151,17 @@ def measure_bulk(viewer: Any, partners: Any, cancel_after: int | None) -> dict[s
     watcher.start()
     loop.exec()
     end = time.perf_counter()
+    process_events(1.0)  # the results' last redraw belongs to the run
     timer.stop()
     watcher.stop()
+    gc.callbacks.remove(pauses.callback)
     gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0.0])
     out = {
         "bulk_clefts": len(partners.results),
         "bulk_s": end - start,
         "longest_stall_ms": max(0.0, float(gaps.max()) * 1000 - 5),
         "stall_p99_ms": max(0.0, float(np.percentile(gaps, 99)) * 1000 - 5),
+        "longest_gc_ms": max(pauses.durations_ms, default=0.0),
     }
     if cancel_after is not None:
         out = {
@@ -146,12 +176,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", choices=["synthetic", "vnc", "both"], default="both")
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="bulk and cancel runs (the worst is reported)"
+    )
+    parser.add_argument(
+        "--bulk-view",
+        choices=["2d", "3d"],
+        default="2d",
+        help="view during the bulk runs (3D renders every volume on each redraw)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the widget's choice)"
+    )
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        from napari_avan._napari import _models
+
+        _models.gui_threads = lambda: args.threads
 
     import napari
     import torch
 
-    from napari_avan._napari._models import gui_threads
+    from napari_avan._napari import _models
     from napari_avan.models.device import available_cores
 
     viewer = napari.Viewer(show=True)
@@ -159,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
     results: dict[str, Any] = {
         "cores": available_cores(),
-        "torch_threads": gui_threads(),
+        "torch_threads": _models.gui_threads(),
         "torch": torch.__version__,
     }
     datasets = ["synthetic", "vnc"] if args.data == "both" else [args.data]
@@ -168,8 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         partners.reset_choices()
         figures: dict[str, Any] = {"shape": list(viewer.layers["EM"].data.shape)}
         figures.update(measure_clicks(viewer, partners, args.clicks))
-        figures.update(measure_bulk(viewer, partners, cancel_after=None))
-        figures.update(measure_bulk(viewer, partners, cancel_after=2))
+        ndisplay = 3 if args.bulk_view == "3d" else 2
+        runs = [measure_bulk(viewer, partners, None, ndisplay) for _ in range(args.repeats)]
+        stalls = [run["longest_stall_ms"] for run in runs]
+        figures.update(runs[-1])
+        figures["longest_stall_ms"] = max(stalls)
+        figures["longest_stall_per_run_ms"] = [round(x, 1) for x in stalls]
+        figures["longest_gc_per_run_ms"] = [round(run["longest_gc_ms"], 1) for run in runs]
+        cancels = [measure_bulk(viewer, partners, 2, ndisplay) for _ in range(args.repeats)]
+        figures["cancel_to_stopped_s"] = max(c["cancel_to_stopped_s"] for c in cancels)
+        figures["clefts_before_cancel"] = cancels[-1]["clefts_before_cancel"]
+        viewer.dims.ndisplay = 2
         results[data] = figures
         print(f"[{data}] shape {figures['shape']}")
         for key, value in figures.items():

@@ -55,6 +55,10 @@ PRE_KIND = "presynaptic"
 POST_KIND = "postsynaptic"
 #: Columns of the synapse table shown in the widget.
 TABLE_COLUMNS = ("cleft", "pre", "post", "pre score", "post score")
+#: Shortest time between two redraws of the results during a bulk run.
+REFRESH_INTERVAL_MS = 1000
+#: Pause between the parts of a staged redraw.
+STAGE_PAUSE_MS = 10
 #: Columns of the candidate score table.
 SCORE_COLUMNS = ("segment", "pre", "post", "role")
 
@@ -62,6 +66,31 @@ SCORE_COLUMNS = ("segment", "pre", "post", "role")
 def _table_value(rows: list[list[Any]], columns: tuple[str, ...]) -> dict[str, Any]:
     """A magicgui Table value in its 'split' form (rows, row labels, column names)."""
     return {"data": rows, "index": list(range(len(rows))), "columns": list(columns)}
+
+
+#: The item data role where magicgui's Table keeps a cell's value (its text is str(value)).
+_TABLE_VALUE_ROLE = 255
+
+
+def _fill_table(table: Table, rows: list[list[Any]]) -> None:
+    """Replace a Table's rows through Qt directly, cell by cell as magicgui stores them
+    (its value setter rebuilds the whole widget: 30-50 ms for a few dozen rows)."""
+    from qtpy.QtWidgets import QTableWidgetItem
+
+    native = table.native
+    blocked = native.blockSignals(True)
+    try:
+        native.setRowCount(len(rows))
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                item = native.item(i, j)
+                if item is None:
+                    item = QTableWidgetItem()
+                    native.setItem(i, j, item)
+                item.setText(str(value))
+                item.setData(_TABLE_VALUE_ROLE, value)
+    finally:
+        native.blockSignals(blocked)
 
 
 def fixed_colormap(color: str) -> Any:
@@ -139,6 +168,8 @@ class PartnersWidget(Container):
         self.click_latencies: list[float] = []
         self.selected_cleft: int | None = None
         self._pending_click: tuple[int, tuple[int, int, int], float] | None = None
+        self._refresh_timer: Any = None
+        self._results_of: tuple[Any, Any] | None = None
         self._failed = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._load_defaults()
@@ -214,6 +245,11 @@ class PartnersWidget(Container):
 
     def _on_mouse(self, viewer: Any, event: Any) -> Any:
         """A click (press and release without a drag) on a cleft starts its assignment."""
+        if not self._docked():
+            # the viewer outlives a removed dock widget: stop listening for it
+            if self._on_mouse in viewer.mouse_drag_callbacks:
+                viewer.mouse_drag_callbacks.remove(self._on_mouse)
+            return
         if not self.click_enabled.value or getattr(event, "button", 1) != 1:
             return
         if set(getattr(event, "modifiers", ()) or ()):
@@ -233,6 +269,13 @@ class PartnersWidget(Container):
             yield
         if not dragged:
             self.click(press, getattr(event, "view_direction", None), list(event.dims_displayed))
+
+    def _docked(self) -> bool:
+        """Whether the widget still sits in a window (not removed, not deleted)."""
+        try:
+            return self.native.parent() is not None
+        except RuntimeError:  # the Qt widget is gone
+            return False
 
     def cleft_at(
         self, position: Any, view_direction: Any = None, dims_displayed: Any = None
@@ -299,6 +342,9 @@ class PartnersWidget(Container):
         except AvanInputError as exc:
             self._fail(f"Partners: {exc}")
             return None
+        if self._results_of != (clefts, seg):
+            self.clear_results()  # results belong to one pair of clefts and segmentation
+            self._results_of = (clefts, seg)
         arrays = (image.data, clefts.data, seg.data)
         spec, device = self.model_spec, str(self.device.value)
         kwargs = self._assign_kwargs()
@@ -326,7 +372,7 @@ class PartnersWidget(Container):
             title,
             work,
             on_yield=on_yield,
-            on_done=self._on_done,
+            on_done=lambda completed: self._on_done(completed, redraw=not single),
             on_error=lambda reason: self._fail(reason, tell=False),
             progress=None if single else (lambda step: (step.done, step.total)),
         )
@@ -363,7 +409,9 @@ class PartnersWidget(Container):
         if tell:
             notify(reason, "error")
 
-    def _on_done(self, completed: bool) -> None:
+    def _on_done(self, completed: bool, *, redraw: bool = True) -> None:
+        if redraw and self.results:  # a bulk run's last results (a click drew its own)
+            self.refresh_views(staged=True)
         self.assign_button.enabled = True
         self.cancel_button.enabled = False
         if not completed and not self._failed:
@@ -415,7 +463,7 @@ class PartnersWidget(Container):
         """Paint partner masks, update the tables and the synapses layer (GUI thread)."""
         if not outputs:
             return
-        pre_layer, post_layer, points = self._partner_layers()
+        pre_layer, post_layer, _ = self._partner_layers()
         for out in outputs:
             old = self.results.get(out.cleft_id)
             if old is not None:  # a rerun of this cleft: clear its old partners first
@@ -429,8 +477,6 @@ class PartnersWidget(Container):
                 view = layer.data[out.region]
                 view[mask > 0] = mask[mask > 0]
             self.results[out.cleft_id] = out
-        pre_layer.refresh()
-        post_layer.refresh()
         done = {o.cleft_id for o in outputs}
         frames = [o.edges for o in outputs if len(o.edges)]
         kept = (
@@ -439,33 +485,95 @@ class PartnersWidget(Container):
             else self.edges
         )
         self.edges = pd.concat([kept, *frames], ignore_index=True) if frames else kept
-        self._refresh_tables(points)
         if select:
+            self.refresh_views()
             self.show_cleft(outputs[-1].cleft_id, move_camera=False)
+        else:
+            self._schedule_refresh()
 
-    def _refresh_tables(self, points: Any) -> None:
-        table = self.edges_table()
+    def clear_results(self) -> None:
+        """Forget every assignment: tables emptied, partner layers cleared."""
+        self.results.clear()
+        self.edges = pd.DataFrame()
+        self.selected_cleft = None
+        for layer in self._viewer.layers:
+            if (layer.metadata or {}).get("napari_avan_kind") in (PRE_KIND, POST_KIND):
+                layer.data[...] = 0
+                layer.refresh()
+        _fill_table(self.synapses, [])
+        _fill_table(self.scores, [])
+
+    def _schedule_refresh(self) -> None:
+        """Redraw layers and tables at most once per REFRESH_INTERVAL_MS during a bulk run:
+        each redraw re-slices the layers and rebuilds the table on the GUI thread (and in a
+        3D view renders every volume again)."""
+        from qtpy.QtCore import QTimer
+
+        if self._refresh_timer is None:
+            self._refresh_timer = QTimer()
+            self._refresh_timer.setSingleShot(True)
+            self._refresh_timer.timeout.connect(lambda: self.refresh_views(staged=True))
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start(REFRESH_INTERVAL_MS)
+
+    def refresh_views(self, *, staged: bool = False) -> None:
+        """Redraw the partner layers, the synapses layer and the synapse table.
+
+        Args:
+            staged: one part per turn of the event loop (each followed by its own canvas
+                repaint), so no single block holds the GUI for long during a bulk run;
+                otherwise all at once, before returning.
+        """
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+        if not self._docked():
+            return
+        pre_layer, post_layer, points = self._partner_layers()
+        steps = [
+            pre_layer.refresh,
+            post_layer.refresh,
+            self._refresh_table,
+            lambda: self._refresh_points(points),
+        ]
+        if not staged:
+            for step in steps:
+                step()
+            return
+        from qtpy.QtCore import QTimer
+
+        def run(index: int) -> None:
+            if not self._docked():
+                return  # the widget (or its viewer) closed while the redraw was pending
+            steps[index]()
+            if index + 1 < len(steps):
+                # a short pause lets the canvas repaint and other events run in between
+                QTimer.singleShot(STAGE_PAUSE_MS, lambda: run(index + 1))
+
+        run(0)
+
+    def _refresh_points(self, points: Any) -> None:
         from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
 
+        table = self.edges_table()
         points.data = (
             from_xyz_columns(table, CENTROID_PREFIX).astype(float)
             if len(table)
             else np.zeros((0, 3))
         )
         points.features = table.reset_index(drop=True)
+
+    def _refresh_table(self) -> None:
         rows = [
             [
                 int(r.cleft_segid),
                 int(r.presyn_segid),
                 int(r.postsyn_segid),
-                f"{float(r.presyn_wt):.3f}",
-                f"{float(r.postsyn_wt):.3f}",
+                round(float(r.presyn_wt), 3),
+                round(float(r.postsyn_wt), 3),
             ]
-            for r in table.itertuples()
+            for r in self.edges_table().itertuples()
         ]
-        blocker = self.synapses.native.blockSignals(True)
-        self.synapses.value = _table_value(rows, TABLE_COLUMNS)
-        self.synapses.native.blockSignals(blocker)
+        _fill_table(self.synapses, rows)
 
     def show_cleft(self, cleft_id: int, *, move_camera: bool = True) -> None:
         """Show one cleft's candidate scores; optionally centre the camera on it."""
@@ -479,10 +587,9 @@ class PartnersWidget(Container):
             a.candidates.tolist(), a.pre_scores.tolist(), a.post_scores.tolist(), strict=True
         ):
             role = "pre" if seg_id in a.pre_ids else "post" if seg_id in a.post_ids else ""
-            rows.append([int(seg_id), float(pre), float(post), role])
+            rows.append([int(seg_id), round(float(pre), 3), round(float(post), 3), role])
         rows.sort(key=lambda r: -max(r[1], r[2]))
-        rows = [[r[0], f"{r[1]:.3f}", f"{r[2]:.3f}", r[3]] for r in rows]
-        self.scores.value = _table_value(rows, SCORE_COLUMNS)
+        _fill_table(self.scores, rows)
         pre = ", ".join(map(str, a.pre_ids)) or "none"
         post = ", ".join(map(str, a.post_ids)) or "none"
         self.status.value = f"cleft {cleft_id}: pre {pre} -> post {post}"
@@ -520,6 +627,7 @@ class PartnersWidget(Container):
         self.show_cleft(cleft_id, move_camera=True)
 
     def close(self) -> None:  # type: ignore[override]
+        """Close the widget and stop listening to clicks on the canvas."""
         if self._on_mouse in self._viewer.mouse_drag_callbacks:
             self._viewer.mouse_drag_callbacks.remove(self._on_mouse)
         super().close()

@@ -69,6 +69,18 @@ def shift_edges(edges: pd.DataFrame, offset: Sequence[int]) -> pd.DataFrame:
     return out
 
 
+def inscribed_ellipsoid(shape: Sequence[int]) -> np.ndarray:
+    """Boolean mask of the ellipsoid inscribed in a box (in voxels, so about one patch
+    around the cleft): partners are shown as rounded pieces near their synapse rather
+    than cut by the box's faces."""
+    axes = np.ogrid[tuple(slice(0, int(n)) for n in shape)]
+    total = np.zeros(tuple(int(n) for n in shape), float)
+    for grid, n in zip(axes, shape, strict=True):
+        half = max(int(n) / 2, 0.5)
+        total = total + ((grid + 0.5 - int(n) / 2) / half) ** 2
+    return total <= 1.0
+
+
 def _outputs(
     assignment: Any,
     clefts: np.ndarray,
@@ -88,8 +100,9 @@ def _outputs(
         slice(r.start - int(c), r.stop - int(c)) for r, c in zip(region, corner, strict=True)
     )
     seg = segmentation[local]
-    pre_mask = np.where(np.isin(seg, assignment.pre_ids), seg, 0)
-    post_mask = np.where(np.isin(seg, assignment.post_ids), seg, 0)
+    near = inscribed_ellipsoid(seg.shape)
+    pre_mask = np.where(near & np.isin(seg, assignment.pre_ids), seg, 0)
+    post_mask = np.where(near & np.isin(seg, assignment.post_ids), seg, 0)
     weights = edge_weights([assignment])
     if len(weights):
         partners = weights[["cleft_id", "pre_id", "post_id"]]
@@ -115,7 +128,7 @@ def iter_partners(
     cleft_points: dict[int, Sequence[int]],
     *,
     model_name: str = "",
-    batch_size: int = 4,
+    batch_size: int = 2,
     **assign_kwargs: Any,
 ) -> Iterator[PartnersStep]:
     """Assign the clefts in ``cleft_points`` (id -> one of its voxels) and yield progress.
@@ -126,7 +139,8 @@ def iter_partners(
         voxel: their voxel size.
         cleft_points: the clefts to assign, each with a voxel inside it (volume coords).
         model_name: written in the edge table's ``model`` column.
-        batch_size: AVAN patches per forward pass (and per yield).
+        batch_size: AVAN patches per forward pass (and per yield); two keep Cancel
+            quick and run as fast per patch on CPU as larger batches.
         assign_kwargs: passed to :func:`napari_avan.models.assign.iter_assign`
             (``polyadic``, ``pre_threshold``, ``post_threshold``).
     """

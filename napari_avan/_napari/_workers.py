@@ -9,6 +9,7 @@ dialog; Cancel stops the job at its next yield.
 
 from __future__ import annotations
 
+import gc
 import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class JobRunner:
             notify(f"{name}: {warning[0]}", "warning")
 
         def finished() -> None:
+            gc.unfreeze()
             if job.pbar is not None:
                 job.pbar.close()
             if self.job is job:
@@ -151,6 +153,10 @@ class JobRunner:
         worker.warned.connect(warned)
         worker.finished.connect(finished)
         self.job = job
+        # A full garbage collection holds the GIL, so the GUI, for as long as it scans every
+        # object (a 407 ms pause during a bulk run in a napari session here). Frozen objects
+        # are skipped: during the job collections scan only what the job makes.
+        gc.freeze()
         worker.start()
         return job
 

@@ -135,9 +135,16 @@ def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
     seg = viewer.layers["segmentation"].data
     assert set(np.unique(pre.data[pre.data > 0]).tolist()) == set(out.pre_ids)
     assert set(np.unique(post.data[post.data > 0]).tolist()) == set(out.post_ids)
-    # painted voxels are exactly the partners' voxels in the patch around the cleft
+    # painted voxels are exactly the partners' voxels near the cleft (the ellipsoid in
+    # the patch-sized box around it)
+    from napari_avan._napari._partners_work import inscribed_ellipsoid
+
     region = partners.results[cleft_id].region
-    np.testing.assert_array_equal(pre.data[region] > 0, np.isin(seg[region], out.pre_ids))
+    near = inscribed_ellipsoid(seg[region].shape)
+    np.testing.assert_array_equal(pre.data[region] > 0, near & np.isin(seg[region], out.pre_ids))
+    outside = np.ones(seg.shape, bool)
+    outside[region] = False
+    assert not pre.data[outside].any() and not post.data[outside].any()
     # the tables
     edges = partners.edges
     assert list(zip(edges["presyn_segid"], edges["postsyn_segid"], strict=True)) == out.edges
@@ -168,6 +175,9 @@ def test_bulk_assign_matches_the_whole_volume_path(make_napari_viewer) -> None:
     process_events(0.1)
     partners.assign_viewport()
     wait_until(lambda: not partners.runner.busy, timeout=120)
+    # the last results are drawn in steps after the run: the table fills last but one
+    wait_until(lambda: len(partners.synapses.data.to_list()) == len(partners.edges), 10)
+    process_events(0.2)
     visible = set(np.unique(clefts.data[20]).tolist()) - {0}
     assert visible and set(partners.results) == visible, partners.status.value
     from napari_avan._napari._models import MODELS
@@ -260,3 +270,59 @@ def test_bad_choices_give_a_message_not_a_crash(make_napari_viewer) -> None:
     assert "differ in shape" in partners.status.value
     assert not partners.click(np.array([0.0, 10.0, 10.0]))
     assert not partners.runner.busy
+
+
+def test_detect_the_viewport_and_cancel(make_napari_viewer) -> None:
+    import time
+
+    from napari_avan._napari._detect_widget import CONTEXT_VOXELS
+    from napari_avan._napari._geometry import camera_of, grow_box, viewer_viewport_box
+
+    viewer = make_napari_viewer(show=True)
+    detect, _ = _open(viewer)
+    em = viewer.layers["EM"]
+    viewer.dims.set_point(0, 16 * em.scale[0])
+    camera_of(viewer).center = tuple(em.data_to_world((16, 64, 64)))
+    camera_of(viewer).zoom = 4.0
+    process_events(0.2)
+    expected = grow_box(viewer_viewport_box(viewer, em, depth=16), CONTEXT_VOXELS, em.data.shape)
+    assert expected[1].stop - expected[1].start < em.data.shape[1]  # only part is visible
+    assert detect.region() == expected
+    detect.run()
+    wait_until(lambda: not detect.runner.busy, timeout=120)
+    prob = viewer.layers["cleft probability"].data
+    inside = np.zeros(prob.shape, bool)
+    inside[expected] = True
+    assert prob[inside].max() > 0.5 and not prob[~inside].any()
+
+    # a whole-volume run cancelled at its first progress step writes nothing new
+    before = prob.copy()
+    detect.scope.value = "whole volume"
+    job = detect.runner
+    detect.run()
+    assert job.busy and detect.cancel_button.enabled
+    wait_until(lambda: job.job is None or job.job.pbar is None or job.job.pbar.n > 0, 60)
+    pressed = time.perf_counter()
+    detect.cancel_button.clicked.emit()
+    wait_until(lambda: not detect.runner.busy, timeout=10)
+    assert time.perf_counter() - pressed < 2.0
+    assert detect.status.value.startswith("cancelled")
+    np.testing.assert_array_equal(viewer.layers["cleft probability"].data, before)
+    assert detect.run_button.enabled and not detect.cancel_button.enabled
+
+
+def test_closing_the_partners_dock_stops_its_click_handler(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-avan", "synthetic-polyadic")
+    dock, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+    assert partners._on_mouse in viewer.mouse_drag_callbacks
+    viewer.window.remove_dock_widget(dock)
+    process_events(0.2)
+    # the next click on the canvas finds the widget gone, starts nothing and unhooks it
+    clefts = viewer.layers["clefts"]
+    point = cleft_world_point(clefts, int(clefts.data.max()))
+    viewer.dims.set_point(0, point[0])
+    click_canvas(viewer, point)
+    process_events(0.2)
+    assert partners._on_mouse not in viewer.mouse_drag_callbacks
+    assert not partners.runner.busy and not partners.results
