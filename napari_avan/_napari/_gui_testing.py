@@ -53,13 +53,17 @@ def _vispy_canvas(viewer: Any) -> Any:
 
 
 def canvas_position(viewer: Any, world: Sequence[float]) -> tuple[float, float]:
-    """Canvas pixel (x, y) where a world point of the displayed axes is drawn (2D view)."""
+    """Canvas pixel (x, y) where a world point is drawn (2D or 3D view)."""
     canvas = _vispy_canvas(viewer)
     view = canvas.view
     transform = view.transform * view.scene.transform
     displayed = list(viewer.dims.displayed)
-    shown = [float(world[d]) for d in displayed][::-1]  # vispy is (x, y)
-    mapped = transform.map([*shown, 0, 1])
+    shown = [float(world[d]) for d in displayed][::-1]  # vispy is (x, y[, z])
+    if len(shown) == 2:
+        shown.append(0.0)
+    mapped = np.asarray(transform.map([*shown, 1.0]), float)
+    if mapped.size == 4 and mapped[3] not in (0.0, 1.0):
+        mapped = mapped / mapped[3]  # perspective divide in 3D
     return float(mapped[0]), float(mapped[1])
 
 

@@ -326,3 +326,67 @@ def test_closing_the_partners_dock_stops_its_click_handler(make_napari_viewer) -
     process_events(0.2)
     assert partners._on_mouse not in viewer.mouse_drag_callbacks
     assert not partners.runner.busy and not partners.results
+
+
+def test_click_a_cleft_in_3d(make_napari_viewer) -> None:
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1000, 800)
+    _, partners = _open(viewer)
+    clefts = viewer.layers["clefts"]
+    for name in ("segmentation", "EM"):
+        viewer.layers[name].visible = False
+    # a column (y, x) crossed by exactly one cleft, so the view ray along z meets it alone
+    data = np.asarray(clefts.data)
+    ids_per_column = np.array(
+        [
+            [len(set(np.unique(data[:, y, x]).tolist()) - {0}) for x in range(0, data.shape[2], 4)]
+            for y in range(0, data.shape[1], 4)
+        ]
+    )
+    ys, xs = np.nonzero(ids_per_column == 1)
+    y, x = int(ys[len(ys) // 2] * 4), int(xs[len(xs) // 2] * 4)
+    z = int(np.flatnonzero(data[:, y, x])[0])
+    cleft_id = int(data[z, y, x])
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    process_events(0.3)
+    world = clefts.data_to_world((z, y, x))
+    click_canvas(viewer, world)
+    wait_until(lambda: not partners.runner.busy and bool(partners.results), timeout=60)
+    assert set(partners.results) == {cleft_id}
+    assert partners.status.value.startswith(f"cleft {cleft_id}:")
+
+
+def test_a_failure_in_a_worker_is_a_notification(make_napari_viewer, tmp_path) -> None:
+    import shutil
+
+    from napari_avan.models.checkpoint import BUNDLED_DIR
+
+    viewer = make_napari_viewer()
+    detect, partners = _open(viewer)
+    broken = tmp_path / "broken-avan"
+    shutil.copytree(BUNDLED_DIR / "avan", broken)
+    weights = next(broken.glob("*.pt"))
+    weights.write_bytes(b"not a torch file")
+    partners.model_dir.value = broken
+    clefts = viewer.layers["clefts"]
+    point = cleft_world_point(clefts, int(clefts.data.max()))
+    viewer.dims.set_point(0, point[0])
+    assert partners.click(point, None, [1, 2])
+    wait_until(lambda: not partners.runner.busy, timeout=60)
+    assert not partners.results
+    assert "broken-avan" in partners.status.value, partners.status.value
+    assert any("Partners of cleft" in m for m in _notifications())
+    assert partners.assign_button.enabled and not partners.cancel_button.enabled
+
+    # one heavy job at a time: detection is refused while a bulk run goes on
+    partners.model_dir.value = ""
+    partners._load_defaults()
+    viewer.dims.ndisplay = 3
+    process_events(0.1)
+    assert partners.assign_viewport() is not None
+    detect.scope.value = "whole volume"
+    detect.run()
+    assert "busy" in detect.status.value
+    partners.cancel()
+    wait_until(lambda: not partners.runner.busy, timeout=30)
