@@ -7,16 +7,12 @@ two layers aligned with the image: ``cleft probability`` (float image) and
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
-    FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
     create_widget,
@@ -30,8 +26,8 @@ from napari_avan._napari._geometry import (
     shapes_box,
     viewer_viewport_box,
 )
-from napari_avan._napari._models import MODELS, bundled_names
-from napari_avan._napari._workers import JobRunner, notify, runner_for
+from napari_avan._napari._model_widget import ModelWidget
+from napari_avan._napari._models import MODELS
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
@@ -46,23 +42,12 @@ CLEFTS_KIND = "predicted_clefts"
 CONTEXT_VOXELS = (2, 32, 32)
 
 
-class DetectWidget(Container):
+class DetectWidget(ModelWidget):
     """Detect clefts: image, model, device, scope, threshold, minimum size; Run / Cancel."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer, "cleft-detector", "napari-avan train clefts")
         self.image = create_widget(annotation="napari.layers.Image", label="image")
-        self.model = ComboBox(
-            label="model", choices=bundled_names("cleft-detector"), tooltip="bundled detector"
-        )
-        self.model_dir = FileEdit(
-            label="or model folder",
-            mode="d",
-            value="",
-            tooltip="a folder written by 'napari-avan train clefts' (overrides the model)",
-        )
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.scope = ComboBox(label="scope", choices=list(SCOPES), value="viewport")
         self.box_layer = create_widget(
             annotation="napari.layers.Shapes", label="box layer", options={"nullable": True}
@@ -70,8 +55,6 @@ class DetectWidget(Container):
         self.threshold = FloatSpinBox(label="threshold", min=0.01, max=0.99, step=0.05)
         self.min_size = SpinBox(label="min size (voxels)", min=1, max=10_000_000)
         self.run_button = PushButton(text="Detect clefts")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
         self.extend(
             [
                 self.image,
@@ -87,30 +70,14 @@ class DetectWidget(Container):
                 self.status,
             ]
         )
-        self.model.changed.connect(self._load_defaults)
-        self.model_dir.changed.connect(self._load_defaults)
         self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         self.last_result: Any = None
         self._load_defaults()
 
     # --- settings -----------------------------------------------------------------------
 
-    @property
-    def model_spec(self) -> str:
-        folder = str(self.model_dir.value or "")
-        if folder and folder not in (".", str(Path.cwd())):
-            return folder
-        return str(self.model.value or "")
-
-    def _load_defaults(self, *_: Any) -> None:
-        """Threshold and minimum size from the model's validated post-processing."""
-        try:
-            meta = MODELS.metadata(self.model_spec, "cleft-detector")
-        except AvanInputError as exc:
-            self.status.value = str(exc)
-            return
-        post = meta.get("postprocess") or {}
+    def use_postprocess(self, post: dict[str, Any]) -> None:
+        """Threshold and minimum size (a volume in nm^3, in this image's voxels)."""
         self.threshold.value = float(post.get("threshold", 0.5))
         volume = post.get("min_volume_nm3")
         self._min_volume_nm3 = None if volume is None else float(volume)
@@ -132,10 +99,6 @@ class DetectWidget(Container):
         self._update_min_size()
 
     # --- running ------------------------------------------------------------------------
-
-    @property
-    def runner(self) -> JobRunner:
-        return runner_for(self._viewer)
 
     def region(self) -> Box:
         """The region of the image to run on, in its voxels (context margin included)."""
@@ -190,17 +153,6 @@ class DetectWidget(Container):
             on_error=lambda reason: self._fail(reason, tell=False),
             progress=lambda step: (step.done, step.total),
         )
-
-    def cancel(self, *_: Any) -> None:
-        if self.runner.cancel():
-            self.status.value = "cancelling..."
-
-    def _fail(self, reason: str, *, tell: bool = True) -> None:
-        """Show why a run failed (the job runner has notified already when tell is False)."""
-        self._failed = True
-        self.status.value = reason
-        if tell:
-            notify(reason, "error")
 
     def _on_done(self, completed: bool) -> None:
         self.run_button.enabled = True

@@ -11,18 +11,13 @@ cleft visible, in batches, with progress and Cancel.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from magicgui.widgets import (
     CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     Table,
     create_widget,
@@ -35,14 +30,15 @@ from napari_avan._napari._geometry import (
     viewer_viewport_box,
 )
 from napari_avan._napari._layers import synapse_points_layer
-from napari_avan._napari._models import MODELS, bundled_names
+from napari_avan._napari._model_widget import ModelWidget
+from napari_avan._napari._models import MODELS
 from napari_avan._napari._partners_work import (
     CleftOutput,
     PartnersStep,
     clefts_in_box,
     iter_partners,
 )
-from napari_avan._napari._workers import JobRunner, notify, runner_for
+from napari_avan._napari._workers import notify
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
@@ -100,32 +96,22 @@ def fixed_colormap(color: str) -> Any:
     return DirectLabelColormap(color_dict={None: color, 0: "transparent"})
 
 
-class PartnersWidget(Container):
+class PartnersWidget(ModelWidget):
     """Partners: layers, model, device, polyadic thresholds; click a cleft; Assign viewport."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
-        self._viewer = viewer
+        super().__init__(viewer, "avan", "napari-avan train avan")
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.clefts = create_widget(annotation="napari.layers.Labels", label="clefts")
         self.segmentation = create_widget(
             annotation="napari.layers.Labels", label="segmentation", options={"nullable": True}
         )
-        self.model = ComboBox(label="model", choices=bundled_names("avan"))
-        self.model_dir = FileEdit(
-            label="or model folder",
-            mode="d",
-            value="",
-            tooltip="a folder written by 'napari-avan train avan' (overrides the model)",
-        )
-        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"])
         self.polyadic = CheckBox(text="polyadic (every candidate above the thresholds)", value=True)
         self.pre_threshold = FloatSpinBox(label="pre threshold", min=0.01, max=0.99, step=0.05)
         self.post_threshold = FloatSpinBox(label="post threshold", min=0.01, max=0.99, step=0.05)
         self.click_enabled = CheckBox(text="click a cleft to find its partners", value=True)
         self.assign_button = PushButton(text="Assign viewport")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="click a cleft")
+        self.status.value = "click a cleft"
         self.scores = Table(value=_table_value([], SCORE_COLUMNS))
         self.synapses = Table(value=_table_value([], TABLE_COLUMNS))
         self.extend(
@@ -155,10 +141,7 @@ class PartnersWidget(Container):
         self._resetting = False
         for widget in (self.clefts, self.segmentation):
             widget.changed.connect(lambda *_, w=widget: self._picked(w))
-        self.model.changed.connect(self._load_defaults)
-        self.model_dir.changed.connect(self._load_defaults)
         self.assign_button.changed.connect(self.assign_viewport)
-        self.cancel_button.changed.connect(self.cancel)
         self.synapses.native.itemSelectionChanged.connect(self._on_row_selected)
         #: every assigned cleft's result, by cleft id
         self.results: dict[int, CleftOutput] = {}
@@ -170,26 +153,13 @@ class PartnersWidget(Container):
         self._pending_click: tuple[int, tuple[int, int, int], float] | None = None
         self._refresh_timer: Any = None
         self._results_of: tuple[Any, Any] | None = None
-        self._failed = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._load_defaults()
 
     # --- settings -----------------------------------------------------------------------
 
-    @property
-    def model_spec(self) -> str:
-        folder = str(self.model_dir.value or "")
-        if folder and folder not in (".", str(Path.cwd())):
-            return folder
-        return str(self.model.value or "")
-
-    def _load_defaults(self, *_: Any) -> None:
-        try:
-            meta = MODELS.metadata(self.model_spec, "avan")
-        except AvanInputError as exc:
-            self.status.value = str(exc)
-            return
-        post = meta.get("postprocess") or {}
+    def use_postprocess(self, post: dict[str, Any]) -> None:
+        """The polyadic pre and post thresholds."""
         self.pre_threshold.value = float(post.get("pre_threshold", 0.5))
         self.post_threshold.value = float(post.get("post_threshold", 0.5))
 
@@ -216,10 +186,6 @@ class PartnersWidget(Container):
     def _picked(self, widget: Any) -> None:
         if not getattr(self, "_resetting", True):
             self._picked_by_hand.add(widget)
-
-    @property
-    def runner(self) -> JobRunner:
-        return runner_for(self._viewer)
 
     def _checked_layers(self) -> tuple[Any, Any, Any]:
         image, clefts, seg = self.image.value, self.clefts.value, self.segmentation.value
@@ -398,16 +364,6 @@ class PartnersWidget(Container):
             return None
         self.status.value = f"assigning {len(points)} clefts..."
         return self.assign_clefts(points)
-
-    def cancel(self, *_: Any) -> None:
-        if self.runner.cancel():
-            self.status.value = "cancelling..."
-
-    def _fail(self, reason: str, *, tell: bool = True) -> None:
-        self._failed = True
-        self.status.value = reason
-        if tell:
-            notify(reason, "error")
 
     def _on_done(self, completed: bool, *, redraw: bool = True) -> None:
         if redraw and self.results:  # a bulk run's last results (a click drew its own)

@@ -305,7 +305,8 @@ def test_detect_the_viewport_and_cancel(make_napari_viewer) -> None:
     pressed = time.perf_counter()
     detect.cancel_button.clicked.emit()
     wait_until(lambda: not detect.runner.busy, timeout=10)
-    assert time.perf_counter() - pressed < 2.0
+    # one detector patch (about 1 s on 2 cores) may finish first; leave room for a busy CI
+    assert time.perf_counter() - pressed < 5.0
     assert detect.status.value.startswith("cancelled")
     np.testing.assert_array_equal(viewer.layers["cleft probability"].data, before)
     assert detect.run_button.enabled and not detect.cancel_button.enabled
