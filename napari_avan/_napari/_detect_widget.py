@@ -26,8 +26,10 @@ from napari_avan._napari._geometry import (
     shapes_box,
     viewer_viewport_box,
 )
+from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
+from napari_avan._napari._partners_work import shift_points
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
@@ -35,9 +37,6 @@ if TYPE_CHECKING:
 
 #: Where detection runs.
 SCOPES = ("viewport", "whole volume", "drawn box")
-#: ``metadata["napari_avan_kind"]`` of the layers this widget writes.
-PROB_KIND = "cleft_probability"
-CLEFTS_KIND = "predicted_clefts"
 #: Voxels of context added around a viewport or box so its edges see what lies beyond.
 CONTEXT_VOXELS = (2, 32, 32)
 
@@ -175,13 +174,8 @@ class DetectWidget(ModelWidget):
         region[...] = labels
         prob_layer.refresh()
         clefts_layer.refresh()
-        table = det.table.copy()
+        table = shift_points(det.table, box_offset(box))
         table["cleft_segid"] = table["cleft_segid"] + offset
-        shift = box_offset(box)
-        for axis, name in zip(shift, ("z", "y", "x"), strict=True):
-            for column in (f"centroid_{name}", f"bbox_b{name}", f"bbox_e{name}"):
-                if column in table:
-                    table[column] = table[column] + axis
         clefts_layer.metadata["cleft_table"] = table
         self.last_result = det
         found = len(det.table)

@@ -7,7 +7,7 @@ from napari objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -194,6 +194,16 @@ def grow_box(box: Box, margin: Sequence[int], shape: Sequence[int]) -> Box:
     out = [
         slice(max(0, s.start - m), min(int(n), s.stop + m))
         for s, m, n in zip(box, margin, shape, strict=True)
+    ]
+    return (out[0], out[1], out[2])
+
+
+def union_box(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding all of ``boxes``."""
+    chosen = list(boxes)
+    out = [
+        slice(min(b[axis].start for b in chosen), max(b[axis].stop for b in chosen))
+        for axis in range(3)
     ]
     return (out[0], out[1], out[2])
 

@@ -47,8 +47,25 @@ def sample_layers(sample: Sample, prefix: str = "") -> list[LayerData]:
     ]
 
 
-#: ``metadata["napari_avan_kind"]`` of a points layer whose features are an edge table.
+#: ``metadata["napari_avan_kind"]`` of the layers the plugin makes, so its widgets find
+#: (and update) them again: a points layer whose features are an edge table, the Detect
+#: widget's outputs, the Partners widget's partner masks.
 EDGES_KIND = "edges"
+PROB_KIND = "cleft_probability"
+CLEFTS_KIND = "predicted_clefts"
+PRE_KIND = "presynaptic"
+POST_KIND = "postsynaptic"
+
+
+def edge_points(edges: Any) -> Any:
+    """(N, 3) float (z, y, x) cleft centroids of an edge table's rows, in voxels."""
+    import numpy as np
+
+    from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
+
+    if not len(edges):
+        return np.zeros((0, 3), float)
+    return from_xyz_columns(edges, CENTROID_PREFIX).astype(float)
 
 
 def synapse_points_layer(
@@ -59,16 +76,8 @@ def synapse_points_layer(
     ``edges`` is an edge table (DESIGN section 2, centroids in voxels); the writer saves the
     features back as the edge table (CSV or Parquet).
     """
-    import numpy as np
-
-    from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
-
     table = edges.reset_index(drop=True)
-    points = (
-        from_xyz_columns(table, CENTROID_PREFIX).astype(float)
-        if len(table)
-        else np.zeros((0, 3), float)
-    )
+    points = edge_points(table)
     kwargs: dict[str, Any] = {
         "name": name,
         "features": table,

@@ -27,11 +27,21 @@ def bundled_names(task: str) -> list[str]:
 
 
 class ModelCache:
-    """Loaded and device-prepared models, keyed by (spec, task, device)."""
+    """Models loaded once per (spec, task), and prepared once per device."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, str], Any] = {}
         self._cache: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def _load(self, spec: str, task: str) -> Any:
+        """The model as read from disk (hash checked once); call with the lock held."""
+        from napari_avan.models.checkpoint import resolve_model
+
+        key = (spec, task)
+        if key not in self._loaded:
+            self._loaded[key] = resolve_model(spec or None, task)
+        return self._loaded[key]
 
     def get(self, spec: str, task: str, device: str) -> tuple[Any, Any]:
         """(model with its network prepared for the device, run plan); thread-safe.
@@ -39,27 +49,23 @@ class ModelCache:
         Raises:
             AvanInputError: unknown model, corrupt file, or a model for another task.
         """
-        from napari_avan.models.checkpoint import resolve_model
         from napari_avan.models.device import plan
 
         key = (spec, task, device)
         with self._lock:
             if key in self._cache:
                 return self._cache[key]
-            model = resolve_model(spec or None, task)
+            model = self._load(spec, task)
             run = plan(device, threads=gui_threads())
             prepared = replace(model, network=run.prepare(model.network))
             self._cache[key] = (prepared, run)
             return prepared, run
 
     def metadata(self, spec: str, task: str) -> dict[str, Any]:
-        """A model's metadata without preparing it (for defaults shown in a widget)."""
-        for (s, t, _), (model, _) in self._cache.items():
-            if (s, t) == (spec, task):
-                return dict(model.metadata)
-        from napari_avan.models.checkpoint import resolve_model
-
-        return dict(resolve_model(spec or None, task).metadata)
+        """A model's metadata (for defaults shown in a widget); the model read for it is
+        the one :meth:`get` prepares later."""
+        with self._lock:
+            return dict(self._load(spec, task).metadata)
 
 
 #: One cache per process: models are read-only once prepared.

@@ -29,7 +29,13 @@ from napari_avan._napari._geometry import (
     layer_voxel_size,
     viewer_viewport_box,
 )
-from napari_avan._napari._layers import synapse_points_layer
+from napari_avan._napari._layers import (
+    EDGES_KIND,
+    POST_KIND,
+    PRE_KIND,
+    edge_points,
+    synapse_points_layer,
+)
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._partners_work import (
@@ -47,8 +53,6 @@ if TYPE_CHECKING:
 #: Fixed colours of the partner layers.
 PRE_COLOR = "magenta"
 POST_COLOR = "lime"
-PRE_KIND = "presynaptic"
-POST_KIND = "postsynaptic"
 #: Columns of the synapse table shown in the widget.
 TABLE_COLUMNS = ("cleft", "pre", "post", "pre score", "post score")
 #: Shortest time between two redraws of the results during a bulk run.
@@ -314,7 +318,6 @@ class PartnersWidget(ModelWidget):
         arrays = (image.data, clefts.data, seg.data)
         spec, device = self.model_spec, str(self.device.value)
         kwargs = self._assign_kwargs()
-        name = spec
         single = len(cleft_points) == 1 and clicked is not None
         title = f"Partners of cleft {next(iter(cleft_points))}" if single else "Assign viewport"
         self._failed = False
@@ -322,7 +325,7 @@ class PartnersWidget(ModelWidget):
         def work() -> Any:
             model, run = MODELS.get(spec, "avan", device)
             yield from iter_partners(
-                model, run, arrays, voxel, cleft_points, model_name=name, **kwargs
+                model, run, arrays, voxel, cleft_points, model_name=spec, **kwargs
             )
 
         def on_yield(step: PartnersStep) -> None:
@@ -388,7 +391,7 @@ class PartnersWidget(ModelWidget):
             kind = (layer.metadata or {}).get("napari_avan_kind")
             if kind in (PRE_KIND, POST_KIND) and tuple(layer.data.shape) == shape:
                 found[kind] = layer
-            elif kind == "edges":
+            elif kind == EDGES_KIND:
                 found[kind] = layer
         voxel = layer_voxel_size(seg)
         common = {"scale": tuple(seg.scale), "translate": tuple(seg.translate)}
@@ -404,11 +407,11 @@ class PartnersWidget(ModelWidget):
                 )
                 layer.colormap = fixed_colormap(color)
                 found[kind] = layer
-        if "edges" not in found:
+        if EDGES_KIND not in found:
             data, kwargs, _ = synapse_points_layer(self.edges_table(), voxel)
             kwargs["translate"] = tuple(seg.translate)
-            found["edges"] = self._viewer.add_points(data, **kwargs)
-        return found[PRE_KIND], found[POST_KIND], found["edges"]
+            found[EDGES_KIND] = self._viewer.add_points(data, **kwargs)
+        return found[PRE_KIND], found[POST_KIND], found[EDGES_KIND]
 
     def edges_table(self) -> pd.DataFrame:
         from napari_avan.core.tables import empty_edge_table
@@ -508,14 +511,8 @@ class PartnersWidget(ModelWidget):
         run(0)
 
     def _refresh_points(self, points: Any) -> None:
-        from napari_avan.core.tables import CENTROID_PREFIX, from_xyz_columns
-
         table = self.edges_table()
-        points.data = (
-            from_xyz_columns(table, CENTROID_PREFIX).astype(float)
-            if len(table)
-            else np.zeros((0, 3))
-        )
+        points.data = edge_points(table)
         points.features = table.reset_index(drop=True)
 
     def _refresh_table(self) -> None:
@@ -556,7 +553,7 @@ class PartnersWidget(ModelWidget):
             (
                 layer
                 for layer in self._viewer.layers
-                if (layer.metadata or {}).get("napari_avan_kind") == "edges"
+                if (layer.metadata or {}).get("napari_avan_kind") == EDGES_KIND
             ),
             None,
         )
@@ -568,8 +565,7 @@ class PartnersWidget(ModelWidget):
             centre = np.array([(s.start + s.stop - 1) / 2 for s in region], float)
             match = self.edges[self.edges["cleft_segid"] == cleft_id] if len(self.edges) else None
             if match is not None and len(match):
-                row = match.iloc[0]
-                centre = np.array([row["centroid_z"], row["centroid_y"], row["centroid_x"]], float)
+                centre = edge_points(match)[0]
             world = np.asarray(clefts.data_to_world(centre), float)
             self._viewer.dims.set_point(0, float(world[0]))
             camera_of(self._viewer).center = tuple(world)

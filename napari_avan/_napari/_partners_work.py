@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_avan._napari._geometry import Box, box_offset, cleft_box, grow_box
+from napari_avan._napari._geometry import Box, box_offset, cleft_box, grow_box, union_box
 from napari_avan.types import AvanInputError, VoxelSize
 
 #: Coordinate column prefixes of the edge table that shift with a crop.
@@ -58,9 +58,10 @@ def patch_extent(model: Any, voxel: VoxelSize) -> tuple[int, int, int]:
     return (z, y, x)
 
 
-def shift_edges(edges: pd.DataFrame, offset: Sequence[int]) -> pd.DataFrame:
-    """Edge rows of a crop moved to volume coordinates (``offset`` is the crop's corner)."""
-    out = edges.copy()
+def shift_points(table: pd.DataFrame, offset: Sequence[int]) -> pd.DataFrame:
+    """Rows of an edge or cleft table made in a crop, moved to volume coordinates
+    (``offset`` is the crop's corner): every point and box column shifts, nothing else."""
+    out = table.copy()
     for prefix in _POINT_PREFIXES:
         for axis, delta in zip(("z", "y", "x"), offset, strict=True):
             column = f"{prefix}{axis}"
@@ -114,7 +115,7 @@ def _outputs(
             weights=weights,
             model=model_name,
         )
-        edges = shift_edges(edges, box_offset(region))
+        edges = shift_points(edges, box_offset(region))
     else:
         edges = empty_edge_table()
     return CleftOutput(int(assignment.cleft_id), assignment, edges, region, pre_mask, post_mask)
@@ -154,11 +155,7 @@ def iter_partners(
     extent = patch_extent(model, voxel)
     boxes = {cid: cleft_box(clefts, cid, point) for cid, point in cleft_points.items()}
     regions = {cid: grow_box(box, extent, shape) for cid, box in boxes.items()}
-    crop = (
-        slice(min(r[0].start for r in regions.values()), max(r[0].stop for r in regions.values())),
-        slice(min(r[1].start for r in regions.values()), max(r[1].stop for r in regions.values())),
-        slice(min(r[2].start for r in regions.values()), max(r[2].stop for r in regions.values())),
-    )
+    crop = union_box(regions.values())
     img = np.asarray(image[crop])
     cl = np.asarray(clefts[crop])
     seg = np.asarray(segmentation[crop])

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from napari_avan._napari._layers import LayerData, image_layer, labels_layer, sample_layers
+from napari_avan._napari._layers import (
+    CLEFTS_KIND,
+    PROB_KIND,
+    LayerData,
+    image_layer,
+    labels_layer,
+    sample_layers,
+)
 
 if TYPE_CHECKING:
     from napari_avan.types import Sample
@@ -45,7 +52,7 @@ def predicted_layers(polyadic: bool, seed: int) -> list[LayerData]:
     em, *labels = sample_layers(sample)
     prob = image_layer(detection.prob, vs, "cleft probability")
     # marked as the Detect widget marks its outputs, so a later run there updates them
-    prob[1]["metadata"].update(napari_avan_kind="cleft_probability", source_layer=em[1]["name"])
+    prob[1]["metadata"].update(napari_avan_kind=PROB_KIND, source_layer=em[1]["name"])
     clefts = labels_layer(
         detection.clefts,
         vs,
@@ -53,7 +60,7 @@ def predicted_layers(polyadic: bool, seed: int) -> list[LayerData]:
         opacity=0.6,
         metadata={
             "cleft_table": detection.table,
-            "napari_avan_kind": "predicted_clefts",
+            "napari_avan_kind": CLEFTS_KIND,
             "source_layer": em[1]["name"],
         },
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from napari_avan.types import AvanInputError
@@ -50,23 +50,17 @@ class Job:
 
     name: str
     worker: Any
-    heavy: bool
     pbar: Any = None
     cancelled: bool = False
-    _callbacks: list[Callable[[], None]] = field(default_factory=list)
 
     def cancel(self) -> None:
         """Ask the job to stop at its next yield."""
         self.cancelled = True
         self.worker.quit()
 
-    @property
-    def running(self) -> bool:
-        return bool(self.worker.is_running)
-
 
 class JobRunner:
-    """Starts jobs for one viewer, one heavy job at a time."""
+    """Starts jobs for one viewer, one at a time."""
 
     def __init__(self) -> None:
         self.job: Job | None = None
@@ -83,7 +77,6 @@ class JobRunner:
         on_yield: Callable[[Any], None],
         on_done: Callable[[bool], None],
         on_error: Callable[[str], None],
-        heavy: bool = True,
         progress: Callable[[Any], tuple[int, int] | None] | None = None,
     ) -> Job | None:
         """Run ``work()`` (a generator) in a worker thread.
@@ -96,11 +89,11 @@ class JobRunner:
                 False if it was cancelled or failed.
             on_error: called on the GUI thread with a one-line reason when the job fails
                 (a notification is shown too).
-            heavy: a heavy job refuses to start while another job runs.
             progress: maps a yielded value to (done, total) for the progress bar.
 
         Returns:
-            the job, or None when another job is running (the reason goes to on_error).
+            the job, or None when another job is running (the reason goes to on_error):
+            one job per viewer, so two never compete for the cores.
         """
         from napari.utils import progress as napari_progress
         from superqt.utils import create_worker
@@ -115,7 +108,7 @@ class JobRunner:
             yield from work()
 
         worker = create_worker(run, _start_thread=False, _ignore_errors=True)
-        job = Job(name, worker, heavy)
+        job = Job(name, worker)
         if progress is not None:
             job.pbar = napari_progress(total=0, desc=name)
         failed: list[str] = []

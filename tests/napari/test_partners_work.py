@@ -20,7 +20,7 @@ from napari_avan._napari._partners_work import (
     PartnersStep,
     clefts_in_box,
     iter_partners,
-    shift_edges,
+    shift_points,
 )
 from napari_avan.core.tables import EDGE_COLUMNS
 
@@ -31,7 +31,7 @@ COORDINATE_COLUMNS = [
 ]
 ID_COLUMNS = ["cleft_segid", "presyn_segid", "postsyn_segid"]
 
-# ----------------------------------------------------------------------------- shift_edges
+# ----------------------------------------------------------------------------- shift_points
 
 
 def _random_edges(rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -51,12 +51,12 @@ def test_coordinate_columns_are_edge_columns() -> None:
     assert len(COORDINATE_COLUMNS) == 15
 
 
-def test_shift_edges_moves_exactly_the_coordinate_columns() -> None:
+def test_shift_points_moves_exactly_the_coordinate_columns() -> None:
     rng = np.random.default_rng(0)
     edges = _random_edges(rng, 7)
     before = edges.copy()
     offset = (3, 40, 500)
-    shifted = shift_edges(edges, offset)
+    shifted = shift_points(edges, offset)
     pd.testing.assert_frame_equal(edges, before)  # the input is left alone
     assert list(shifted.columns) == list(edges.columns)
     assert len(shifted) == len(edges)
@@ -71,14 +71,14 @@ def test_shift_edges_moves_exactly_the_coordinate_columns() -> None:
         pd.testing.assert_series_equal(shifted[column], edges[column])
 
 
-def test_shift_edges_by_zero_and_back() -> None:
+def test_shift_points_by_zero_and_back() -> None:
     edges = _random_edges(np.random.default_rng(1), 4)
-    pd.testing.assert_frame_equal(shift_edges(edges, (0, 0, 0)), edges)
-    there = shift_edges(edges, (-5, 11, 2))
-    pd.testing.assert_frame_equal(shift_edges(there, (5, -11, -2)), edges)
+    pd.testing.assert_frame_equal(shift_points(edges, (0, 0, 0)), edges)
+    there = shift_points(edges, (-5, 11, 2))
+    pd.testing.assert_frame_equal(shift_points(there, (5, -11, -2)), edges)
 
 
-def test_shift_edges_skips_missing_columns_and_keeps_extra_ones() -> None:
+def test_shift_points_skips_missing_columns_and_keeps_extra_ones() -> None:
     edges = pd.DataFrame(
         {
             "cleft_segid": [1, 2],
@@ -87,7 +87,7 @@ def test_shift_edges_skips_missing_columns_and_keeps_extra_ones() -> None:
             "note": ["a", "b"],
         }
     )
-    shifted = shift_edges(edges, (10, 20, 30))
+    shifted = shift_points(edges, (10, 20, 30))
     assert shifted["centroid_x"].tolist() == [31.5, 32.5]
     assert shifted["cleft_segid"].tolist() == [1, 2]
     assert shifted["presyn_wt"].tolist() == [0.1, 0.2]
