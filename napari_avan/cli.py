@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from napari_avan import __version__
-from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, parse_voxel_size
+from napari_avan.types import (
+    AvanInputError,
+    VoxelSize,
+    check_same_shape,
+    one_line,
+    parse_voxel_size,
+)
 
 PROG = "napari-avan"
 
@@ -28,6 +38,43 @@ def _shape(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or min(parts) <= 0:
         raise argparse.ArgumentTypeError(f"shape {text!r} must be three positive integers Z,Y,X")
     return (parts[0], parts[1], parts[2])
+
+
+def _number(
+    convert: Callable[[str], float], low: float | None, high: float | None, *, open_low: bool
+) -> Callable[[str], Any]:
+    """An argparse type: a finite number of kind ``convert`` within [low, high]."""
+    if low is None:
+        lower = ""
+    else:
+        lower = f"> {low:g}" if open_low else f">= {low:g}"
+    upper = "" if high is None else f"<= {high:g}"
+    wanted = " and ".join(p for p in (lower, upper) if p) or "finite"
+    noun = "an integer" if convert is int else "a number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number ({wanted})")
+        too_low = low is not None and (value <= low if open_low else value < low)
+        if too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {wanted}")
+        return value
+
+    parse.__name__ = f"{noun} {wanted}"
+    return parse
+
+
+#: Option types: probabilities and thresholds, positive and non-negative numbers.
+_PROBABILITY = _number(float, 0.0, 1.0, open_low=False)
+_POSITIVE = _number(float, 0.0, None, open_low=True)
+_NON_NEGATIVE = _number(float, 0.0, None, open_low=False)
+_COUNT = _number(int, 1, None, open_low=False)
+_NON_NEGATIVE_INT = _number(int, 0, None, open_low=False)
+_FRACTION = _number(float, 0.0, 1.0, open_low=True)
 
 
 def _voxel_size(text: str) -> VoxelSize:
@@ -93,6 +140,25 @@ def _voxel_size_of(spec: str, *volumes: Any) -> VoxelSize:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    """``3 clefts``, ``1 cleft``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _make_folder(path: Path) -> Path | None:
+    """Create output folder ``path`` and missing parents; the topmost one created, or None."""
+    if path.is_dir():
+        return None
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        path.mkdir(parents=True)
+    except OSError as err:
+        raise AvanInputError(f"cannot create the folder {path}: {err.strerror or err}") from err
+    return top
+
+
 def _refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise AvanInputError(f"{path} exists: pass --overwrite to replace it")
@@ -141,8 +207,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
+    from napari_avan.core.files import remove_path
     from napari_avan.core.tables import cleft_table, edge_table
-    from napari_avan.io import read_partners, read_volume, write_table
+    from napari_avan.io import read_partners, read_volume, write_tables
 
     clefts = _read_labels(args.clefts, "clefts", args.voxel_size)
     prob = read_volume(args.prob, lazy=False, role="cleft probability") if args.prob else None
@@ -154,6 +221,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     voxel_size = clefts.voxel_size_nm or (seg.voxel_size_nm if seg is not None else None)
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise AvanInputError(f"--out {out} is a file: give a folder for clefts.csv and edges.csv")
     targets = [out / "clefts.csv"] + ([out / "edges.csv"] if seg is not None else [])
     for target in targets:
         _refuse_existing(target, args.overwrite)
@@ -167,16 +236,22 @@ def cmd_tables(args: argparse.Namespace) -> int:
             )
         assert partners is not None  # checked with the segmentation above
         edge_df = edge_table(clefts.data, seg.data, partners, voxel_size_nm=voxel_size)
-    out.mkdir(parents=True, exist_ok=True)
-    write_table(cleft_df, targets[0], overwrite=args.overwrite)
-    print(f"wrote {targets[0]} ({len(cleft_df)} clefts)")
+    created = _make_folder(out)
+    try:
+        tables = {targets[0]: cleft_df} | ({targets[1]: edge_df} if edge_df is not None else {})
+        write_tables(tables, overwrite=args.overwrite)
+    except BaseException:
+        if created is not None:
+            remove_path(created)
+        raise
+    print(f"wrote {targets[0]} ({_count(len(cleft_df), 'cleft')})")
     if edge_df is not None:
-        write_table(edge_df, targets[1], overwrite=args.overwrite)
-        print(f"wrote {targets[1]} ({len(edge_df)} edges)")
+        print(f"wrote {targets[1]} ({_count(len(edge_df), 'edge')})")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from napari_avan.core.files import atomic_path
     from napari_avan.io import read_partners, read_volume, write_cremi, write_volume
 
     image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
@@ -228,11 +303,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "labels/segmentation" if ome else "segmentation": seg,
         "labels/clefts" if ome else "clefts": clefts,
     }
-    for key, vol in members.items():
-        if vol is not None:
-            write_volume(
-                out, vol.data, voxel_size, format=args.to, key=key, overwrite=args.overwrite
-            )
+    # The whole store is built aside and renamed into place once complete.
+    with atomic_path(out, overwrite=args.overwrite) as tmp:
+        for key, vol in members.items():
+            if vol is not None:
+                write_volume(tmp, vol.data, voxel_size, format=args.to, key=key)
     print(f"wrote {out}")
     return 0
 
@@ -240,6 +315,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from napari_avan.core.files import atomic_path
     from napari_avan.io import read_volume, write_table, write_volume
     from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.detect import iter_detect
@@ -267,10 +343,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
             bar.update(step.done - bar.n)
             detection = step.result
     assert detection is not None
-    write_volume(out, detection.prob, vs, key="cleft_prob", overwrite=args.overwrite)
-    write_volume(out, detection.clefts, vs, key="clefts", overwrite=args.overwrite)
-    write_table(detection.table, out / "clefts.csv", overwrite=args.overwrite)
-    print(f"wrote {out} ({len(detection.table)} clefts)")
+    # One store, renamed into place whole: an interruption never leaves part of it.
+    with atomic_path(out, overwrite=args.overwrite) as tmp:
+        write_volume(tmp, detection.prob, vs, format="zarr", key="cleft_prob")
+        write_volume(tmp, detection.clefts, vs, format="zarr", key="clefts")
+        write_table(detection.table, tmp / "clefts.csv")
+    print(f"wrote {out} ({_count(len(detection.table), 'cleft')})")
     return 0
 
 
@@ -293,6 +371,10 @@ def cmd_assign(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.method)
     run = plan(args.device)
     name = str(model.metadata.get("name", Path(args.model or args.method).name))
+    if args.method == "proximity-pruner":
+        from napari_avan.models.pruners import load_proximity
+
+        load_proximity(model)  # a damaged detector is reported before work starts
     if args.method != "avan":
         return _assign_pruner(args, model, image.data, clefts.data, seg.data, voxel_size, run, out)
     assignments = []
@@ -323,7 +405,10 @@ def cmd_assign(args: argparse.Namespace) -> int:
     )
     write_table(edges, out, overwrite=args.overwrite)
     unassigned = sum(1 for a in assignments if not a.edges)
-    print(f"wrote {out} ({len(edges)} edges; {unassigned} clefts without partners)")
+    print(
+        f"wrote {out} ({_count(len(edges), 'edge')}; "
+        f"{_count(unassigned, 'cleft')} without partners)"
+    )
     return 0
 
 
@@ -368,7 +453,10 @@ def _assign_pruner(
     write_table(table, out, overwrite=args.overwrite)
     n_clefts = len(set(np.unique(np.asarray(clefts)).tolist()) - {0})
     missing = n_clefts - edges["cleft_id"].nunique()
-    print(f"wrote {out} ({len(table)} edges; {missing} clefts without a candidate pair)")
+    print(
+        f"wrote {out} ({_count(len(table), 'edge')}; "
+        f"{_count(missing, 'cleft')} without a candidate pair)"
+    )
     return 0
 
 
@@ -438,13 +526,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         detector_voxel_size,
         iter_train,
         prepare_volume,
+        resume_state,
     )
 
     out = Path(args.out)
-    if out.exists() and not args.resume:
-        raise AvanInputError(f"{out} exists: choose a new folder, or pass --resume to continue")
     if args.steps is None and args.minutes is None:
         raise AvanInputError("give a training budget: --steps N, --minutes M or both")
+    resume_state(out, args.resume)  # a damaged state is reported before any data is read
     train = _training_groups(args, "")
     val = _training_groups(args, "val_")
     if args.val_split is not None:
@@ -543,6 +631,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_rehash(args: argparse.Namespace) -> int:
+    from napari_avan.models.checkpoint import rehash_model
+
+    for key, digest in rehash_model(args.folder).items():
+        print(f"{args.folder}: {key} {digest}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -550,7 +646,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (exit code 2)."""
 
     def error(self, message: str) -> Any:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -563,11 +659,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="open the plugin on the built-in synthetic sample")
+    p = sub.add_parser(
+        "demo",
+        help="open the plugin on the built-in synthetic sample",
+        description="Open napari with the Detect clefts and Partners docks on the built-in "
+        "synthetic sample, with its predictions. Headless (no display, or --headless), it "
+        "assigns the viewport, clicks the largest cleft and writes a screenshot, the sample "
+        "and the tables to --out instead.",
+    )
     p.add_argument("--headless", action="store_true", help="write a screenshot instead of a window")
     p.add_argument("--out", default="demo_out", help="folder for the outputs (default: demo_out)")
     p.add_argument(
-        "--seed", type=int, default=1, help="seed of the synthetic sample (default 1, napari's)"
+        "--seed",
+        type=_NON_NEGATIVE_INT,
+        default=1,
+        help="seed of the synthetic sample (default 1, the sample napari's File menu opens)",
     )
     p.set_defaults(func=cmd_demo)
 
@@ -576,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shape", type=_shape, default=(32, 256, 256), help="Z,Y,X (default 32,256,256)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0)
     p.add_argument("--polyadic", action="store_true", help="one pre and 2-4 posts per cleft")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm (default 40,4,4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -591,18 +697,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument(
-        "--threshold", type=float, help="cleft probability cut (default: the model's, else 0.5)"
+        "--threshold",
+        type=_PROBABILITY,
+        help="cleft probability cut, 0-1 (default: the model's, else 0.5)",
     )
     p.add_argument(
-        "--min-size", type=int, help="smallest cleft in voxels (default: the model's, else 50)"
+        "--min-size",
+        type=_NON_NEGATIVE_INT,
+        help="smallest cleft in voxels (default: the model's, else 50)",
     )
     p.add_argument(
-        "--join-radius-nm", type=float, default=0.0, help="join fragments closer in-plane"
+        "--join-radius-nm",
+        type=_NON_NEGATIVE,
+        default=0.0,
+        help="join fragments closer in-plane (nm)",
     )
     p.add_argument("--tta", action="store_true", help="average the in-plane flips")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("assign", help="assign partners to clefts (AVAN or a pruner baseline)")
@@ -616,26 +729,31 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--model", help="model folder or bundled name (default: the method's bundled)")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
-    p.add_argument("--polyadic", action="store_true", help="all partners above the thresholds")
+    p.add_argument(
+        "--polyadic",
+        action="store_true",
+        help="all partners above the thresholds (the presynaptic side falls back to the best "
+        "candidate when none passes)",
+    )
     p.add_argument(
         "--pre-threshold",
-        type=float,
+        type=_PROBABILITY,
         default=None,
         help="AVAN, polyadic (default: the model's, chosen on validation data)",
     )
     p.add_argument(
         "--post-threshold",
-        type=float,
+        type=_PROBABILITY,
         default=None,
         help="AVAN, polyadic (default: the model's, chosen on validation data)",
     )
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=_PROBABILITY, default=None,
                    help="pruners, polyadic: keep pairs with a probability >= this (default: "
                    "the model's)")  # fmt: skip
     p.add_argument("--tta", action="store_true", help="AVAN: average the in-plane flips")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_assign)
 
     p = sub.add_parser(
@@ -663,13 +781,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{prefix}partners", action="append", help=f"{what} partners CSV")
     p.add_argument("--val-split", type=_split, help="validate on the part of each training "
                    "volume from this index on, e.g. y=700 (train on y < 700)")  # fmt: skip
-    p.add_argument("--synthetic", type=int, default=0, help="N synthetic dyadic volumes")
-    p.add_argument("--synthetic-polyadic", type=int, default=0, help="N synthetic polyadic")
-    p.add_argument("--val-synthetic", type=int, default=0, help="N synthetic dyadic (validation)")
-    p.add_argument("--val-synthetic-polyadic", type=int, default=0, help="N polyadic (validation)")
+    n = _NON_NEGATIVE_INT
+    p.add_argument("--synthetic", type=n, default=0, help="N synthetic dyadic volumes")
+    p.add_argument("--synthetic-polyadic", type=n, default=0, help="N synthetic polyadic")
+    p.add_argument("--val-synthetic", type=n, default=0, help="N synthetic dyadic (validation)")
+    p.add_argument("--val-synthetic-polyadic", type=n, default=0, help="N polyadic (validation)")
     p.add_argument("--synthetic-shape", type=_shape, default=(32, 256, 256), metavar="Z,Y,X")
-    p.add_argument("--steps", type=int, help="step budget")
-    p.add_argument("--minutes", type=float, help="time budget (the first budget to end stops)")
+    p.add_argument("--steps", type=_COUNT, help="step budget")
+    p.add_argument("--minutes", type=_POSITIVE, help="time budget (the first budget to end stops)")
     p.add_argument("--init", help="model folder or bundled name to fine-tune from")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--voxel-size", type=_voxel_size, metavar="Z,Y,X", help="of the inputs (nm)")
@@ -678,10 +797,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the data's; detector: in-plane coarsened to about 8 nm)")  # fmt: skip
     p.add_argument("--patch", type=_shape, metavar="Z,Y,X", help="training patch")
     p.add_argument("--widths", type=_widths, help="U-Net widths, e.g. 16,32,64,128")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--val-every", type=int, default=100, help="validate every N steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_COUNT, default=1, help="patches per step (default 1)")
+    p.add_argument("--lr", type=_POSITIVE, default=1e-3, help="learning rate (default 0.001)")
+    p.add_argument("--val-every", type=_COUNT, default=100, help="validate every N steps")
+    p.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0)
     p.add_argument("--polyadic", action="store_true", help="AVAN: rank models by polyadic F1")
     p.add_argument("--no-bf16", action="store_true", help="train and validate in fp32 only")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
@@ -694,7 +813,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = ev.add_parser("clefts", help="object precision/recall/F1 and voxel F1 of cleft labels")
     q.add_argument("--pred", required=True, help="predicted cleft labels (volume spec)")
     q.add_argument("--truth", required=True, help="true cleft labels (volume spec)")
-    q.add_argument("--iou", type=float, default=0.1, help="IoU needed for a match (default 0.1)")
+    q.add_argument(
+        "--iou", type=_FRACTION, default=0.1, help="IoU needed for a match, 0-1 (default 0.1)"
+    )
     q.add_argument("--any-overlap", action="store_true", help="match on any overlap instead")
     q = ev.add_parser("assignment", help="partner accuracy given the true clefts")
     q.add_argument("--pred", required=True, help="predicted edges or partners (CSV)")
@@ -706,8 +827,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--truth-clefts", required=True, help="true cleft labels (volume spec)")
     q.add_argument("--truth", required=True, help="true partners CSV (cleft_id,pre_id,post_id)")
     for q in ev.choices.values():
-        q.add_argument("--json", action="store_true", help="print JSON on stdout")
+        # SUPPRESS: a --json given before the subcommand is not reset by this default.
+        q.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout"
+        )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("model", help="manage model folders")
+    mo = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = mo.add_parser(
+        "rehash",
+        help="record the sha256 of a trusted model folder's weights",
+        description="Models load only when model.json records the sha256 of their weights. "
+        "For a folder you trust whose model.json lacks it (written by hand or by an old "
+        "version), this checks that each weights file holds plain tensors and records its "
+        "hash. Never rehash a folder from an unknown source.",
+    )
+    q.add_argument("folder", help="the model folder (weights.pt, model.json)")
+    q.set_defaults(func=cmd_model_rehash)
 
     p = sub.add_parser("tables", help="cleft table (and edge table) from label volumes")
     p.add_argument("--clefts", required=True, help="cleft labels (volume spec)")
@@ -716,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partners", help="partners CSV (cleft_id,pre_id,post_id), for the edge table")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument("--out", required=True, help="output folder for clefts.csv and edges.csv")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("convert", help="write volumes (and partners) in another format")
@@ -727,9 +864,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--voxel-size", type=_voxel_size, default=None, help="Z,Y,X nm")
     p.add_argument("--to", required=True, choices=["zarr", "zarr2", "ome-zarr", "cremi", "tiff"])
     p.add_argument("--out", required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_convert)
     return parser
+
+
+def _fail(message: str) -> int:
+    """Print ``message`` as one line on stderr; the exit code of bad input."""
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that temporaries are removed on the way out.
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except AvanInputError as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``): stop writing to it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _fail("the output pipe was closed before everything was written")
+    except MemoryError:
+        return _fail("out of memory: give a smaller volume or crop it, or use a larger machine")
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        return _fail(f"operating system error{where}: {one_line(err)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -738,14 +908,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "argv") and argv is not None:
         args.argv = list(argv)  # the command recorded beside trained weights
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(args.func(args))
-    except AvanInputError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

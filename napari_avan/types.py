@@ -19,6 +19,15 @@ class AvanInputError(ValueError):
     """
 
 
+def one_line(err: BaseException) -> str:
+    """The reason an exception gives, on one line (OS errors by their strerror)."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 class EdgeStatus(str, Enum):
     """Proofreading status of an edge (DESIGN section 2)."""
 

@@ -1,4 +1,5 @@
-"""On-disk cache of the detections shown by the "with precomputed predictions" samples.
+"""On-disk cache of the detections shown by the "with predictions computed once, then cached"
+samples.
 
 Detecting clefts in a sample takes seconds on a CPU, so the result is kept in one ``.npz``
 file per sample, keyed by the sample (kind, seed and a digest of its image) and the sha256
@@ -128,7 +129,7 @@ def save_detection(path: Path, detection: SampleDetection) -> bool:
     Returns:
         Whether the file was written; failures only warn, the cache being optional.
     """
-    from napari_avan.io._files import atomic_path
+    from napari_avan.core.files import atomic_path
     from napari_avan.types import AvanInputError
 
     arrays: dict[str, Any] = {

@@ -33,7 +33,7 @@ def write_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 def write_edges(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Save a synapse points layer's features as the edge table (CSV, TSV or Parquet).
 
-    The layer's ``features`` are the edge table (DESIGN section 2; see
+    The layer's ``features`` are the edge table (docs/architecture.md; see
     :func:`~napari_avan._napari._layers.synapse_points_layer`), centroids in voxels.
 
     Raises:

@@ -16,7 +16,13 @@ from napari_avan.io.cremi import (
 )
 from napari_avan.io.samples import read_sample, write_sample
 from napari_avan.io.spec import READ_FORMATS, VolumeSpec, detect_format, parse_spec
-from napari_avan.io.tables import check_partners, read_partners, read_table, write_table
+from napari_avan.io.tables import (
+    check_partners,
+    read_partners,
+    read_table,
+    write_table,
+    write_tables,
+)
 from napari_avan.io.volumes import (
     WRITE_FORMATS,
     check_volume_shape,
@@ -46,5 +52,6 @@ __all__ = [
     "write_cremi",
     "write_sample",
     "write_table",
+    "write_tables",
     "write_volume",
 ]

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_avan.core.files import atomic_path
 from napari_avan.io._arrays import as_array, as_numpy, is_dask
-from napari_avan.io._files import atomic_path
 from napari_avan.io.hdf5 import (
     CREMI_CLEFTS,
     CREMI_NEURON_IDS,
     CREMI_RAW,
+    built_in_memory,
     cremi_background,
     dataset_names,
     write_dataset,
@@ -223,7 +224,7 @@ def write_cremi(
     for name, data in volumes.items():
         check_volume_shape(data.shape, f"to write to {path}", name)
     check_same_shape(**volumes)
-    with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, overwrite=overwrite) as tmp, built_in_memory(tmp) as f:
         write_dataset(f, CREMI_RAW, volumes["image"], size)
         if "neuron_ids" in volumes:
             write_dataset(f, CREMI_NEURON_IDS, volumes["neuron_ids"], size)

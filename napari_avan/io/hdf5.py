@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
-import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_avan.core.files import atomic_path, json_safe, read_failed, refuse_overwrite
 from napari_avan.io._arrays import default_chunks, store_into
-from napari_avan.io._files import atomic_path, json_safe, refuse_overwrite
 from napari_avan.io._meta import Found, missing_key, several_arrays, voxel_size_from_attrs
 from napari_avan.io.spec import VolumeSpec
 from napari_avan.types import AvanInputError, VoxelSize
@@ -35,6 +37,27 @@ def _open_read(path: Path) -> Any:
         return h5py.File(path, "r")
     except OSError as err:
         raise AvanInputError(f"cannot open {path} as HDF5: {err}") from err
+
+
+@contextlib.contextmanager
+def built_in_memory(tmp: Path, base: Path | None = None) -> Iterator[Any]:
+    """An HDF5 file built in memory, then written to ``tmp`` by plain file writes.
+
+    The HDF5 library handles a failed write (a full disk) badly: it can crash the
+    process while closing the file. Python's own file writes fail cleanly with an
+    OSError, which :func:`atomic_path` turns into a message and a removed temporary.
+
+    Args:
+        tmp: where the finished file goes.
+        base: an existing HDF5 file to start from (its datasets are kept).
+    """
+    import h5py
+
+    buffer = io.BytesIO(base.read_bytes() if base is not None else b"")
+    with h5py.File(buffer, "r+" if base is not None else "w") as f:
+        yield f
+    with open(tmp, "wb") as out:
+        out.write(buffer.getbuffer())
 
 
 def dataset_names(f: Any, *, min_ndim: int = 0) -> list[str]:
@@ -73,11 +96,14 @@ class HDF5Dataset:
 
     def __getitem__(self, index: Any) -> np.ndarray:
         with self._lock:
-            if self._file is None:
-                import h5py
+            try:
+                if self._file is None:
+                    import h5py
 
-                self._file = h5py.File(self.path, "r")
-            return np.asarray(self._file[self.key][index])
+                    self._file = h5py.File(self.path, "r")
+                return np.asarray(self._file[self.key][index])
+            except Exception as err:  # h5py raises OSError, KeyError, RuntimeError...
+                raise read_failed(f"{self.path}:{self.key}", err) from err
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -227,22 +253,19 @@ def write_hdf5(
     existing file, the file is copied to a temporary sibling, the dataset added to the
     copy and the copy renamed over the original, so the original is never half-written.
     """
-    import h5py
 
     if key is not None:
         key = key.strip("/")
         if not key:
             raise AvanInputError("empty HDF5 key: use a dataset path like 'volumes/raw'")
     if key is None or not path.exists():
-        with atomic_path(path, overwrite=overwrite) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(path, overwrite=overwrite) as tmp, built_in_memory(tmp) as f:
             write_dataset(f, key or default_key, data, voxel_size_nm, chunks=chunks, attrs=attrs)
         return path
     with _open_read(path) as f:
         exists = key in f
     if exists and not overwrite:
         raise refuse_overwrite(path, f"key {key!r}")
-    with atomic_path(path, overwrite=True) as tmp:
-        shutil.copy2(path, tmp)
-        with h5py.File(tmp, "a") as f:
-            write_dataset(f, key, data, voxel_size_nm, chunks=chunks, attrs=attrs)
+    with atomic_path(path, overwrite=True) as tmp, built_in_memory(tmp, base=path) as f:
+        write_dataset(f, key, data, voxel_size_nm, chunks=chunks, attrs=attrs)
     return path

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_avan.core.files import atomic_path, dumps_json, refuse_overwrite, remove_path
 from napari_avan.io._arrays import as_numpy
-from napari_avan.io._files import atomic_path, dumps_json, refuse_overwrite, remove_path
 from napari_avan.io._meta import Found, missing_key, several_arrays
 from napari_avan.io.spec import VolumeSpec
 from napari_avan.types import AvanInputError, VoxelSize

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from napari_avan.core.files import atomic_path, json_safe
 from napari_avan.io._arrays import as_array, as_numpy, default_chunks
-from napari_avan.io._files import atomic_path, json_safe
 from napari_avan.io.spec import VolumeSpec
 from napari_avan.io.tables import check_partners, read_partners
 from napari_avan.io.volumes import check_volume_shape, read_volume

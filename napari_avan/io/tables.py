@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_avan.io._files import atomic_path
+from napari_avan.core.files import atomic_path
 from napari_avan.types import PARTNER_COLUMNS, AvanInputError
 
 if TYPE_CHECKING:
@@ -67,13 +69,24 @@ def write_table(df: pd.DataFrame, path: str | Path, *, overwrite: bool = False) 
             an OS error (nothing is left behind).
     """
     path = Path(path).expanduser()
-    kind = _table_kind(path)
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        if kind == "parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ",")
+    write_tables({path: df}, overwrite=overwrite)
     return path
+
+
+def write_tables(tables: Mapping[Path, pd.DataFrame], *, overwrite: bool = False) -> None:
+    """Write several tables (path -> table) atomically: all are written before any lands.
+
+    Raises:
+        AvanInputError: as :func:`write_table`; then none of the tables is written.
+    """
+    kinds = {Path(path).expanduser(): _table_kind(Path(path)) for path in tables}
+    with contextlib.ExitStack() as stack:
+        for (path, kind), df in zip(kinds.items(), tables.values(), strict=True):
+            tmp = stack.enter_context(atomic_path(path, overwrite=overwrite))
+            if kind == "parquet":
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False, sep="\t" if kind == "tsv" else ",")
 
 
 def _shown(value: object) -> str:
@@ -89,7 +102,8 @@ def check_partners(df: pd.DataFrame, source: str = "partner table") -> pd.DataFr
     (integral floats such as ``3.0`` are accepted); other columns are kept as they are.
 
     Raises:
-        AvanInputError: naming missing columns, or the first bad value and its row.
+        AvanInputError: naming missing columns, the first bad value and its row, or
+            repeated (cleft_id, pre_id, post_id) rows.
     """
     import pandas as pd
 
@@ -121,6 +135,15 @@ def check_partners(df: pd.DataFrame, source: str = "partner table") -> pd.DataFr
             out[column] = values.to_numpy().astype(np.uint64)
         else:
             out[column] = numbers.astype(np.uint64)
+    repeated = out.duplicated(list(PARTNER_COLUMNS), keep="first").to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        cleft, pre, post = (int(out[c].iloc[row]) for c in PARTNER_COLUMNS)
+        raise AvanInputError(
+            f"{source}: {int(repeated.sum())} duplicate row(s), the first is row {row + 1} "
+            f"(cleft {cleft}, {pre}->{post}): each pre->post pair must appear once; remove "
+            "the repeats"
+        )
     return out
 
 

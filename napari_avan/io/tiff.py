@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_avan.core.files import atomic_path
 from napari_avan.io._arrays import as_numpy
-from napari_avan.io._files import atomic_path
 from napari_avan.io._meta import Found, exact_nm, unit_to_nm
 from napari_avan.io.spec import VolumeSpec
 from napari_avan.types import AvanInputError, VoxelSize

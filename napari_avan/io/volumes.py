@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from napari_avan.core.files import json_safe, read_failed
 from napari_avan.io._arrays import as_array, as_numpy
-from napari_avan.io._files import json_safe
 from napari_avan.io._meta import Found
 from napari_avan.io.spec import VolumeSpec, detect_format, parse_spec
 from napari_avan.types import AvanInputError, Volume, VoxelSize, check_voxel_size
@@ -133,12 +133,18 @@ def read_volume(
 
     Raises:
         AvanInputError: bad spec, missing key, not a 3D grayscale stack, float labels,
-            or an invalid voxel size.
+            an invalid voxel size, or a file that cannot be read (corrupt chunks,
+            damaged HDF5, truncated files); lazy arrays raise it when computed.
     """
     explicit = None if voxel_size_nm is None else check_voxel_size(voxel_size_nm)
     parsed = spec if isinstance(spec, VolumeSpec) else parse_spec(spec)
     source = str(parsed)
-    found = _reader(parsed.format)(parsed, lazy)
+    try:
+        found = _reader(parsed.format)(parsed, lazy)
+    except AvanInputError:
+        raise
+    except Exception as err:  # codecs, HDF5 and file formats raise many kinds
+        raise read_failed(source, err) from err
     check_volume_shape(found.data.shape, source, role, found.axes)
     _check_role_dtype(found.data.dtype, source, role)
     voxel_size: VoxelSize | None = explicit
@@ -147,7 +153,12 @@ def read_volume(
             voxel_size = check_voxel_size(found.voxel_size_nm, what=f"voxel size in {source}")
         except AvanInputError as err:
             raise AvanInputError(f"{err}; or pass the voxel size (--voxel-size Z,Y,X)") from None
-    data = found.data if lazy else as_numpy(found.data)
+    try:
+        data = found.data if lazy else as_numpy(found.data)
+    except AvanInputError:
+        raise
+    except Exception as err:
+        raise read_failed(source, err) from err
     attrs = {"format": parsed.format, **found.attrs}
     return Volume(data=data, voxel_size_nm=voxel_size, source=source, attrs=attrs)
 

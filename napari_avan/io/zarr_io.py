@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from napari_avan.io._arrays import default_chunks, fill_value_for, store_into
-from napari_avan.io._files import (
+import numpy as np
+
+from napari_avan.core.files import (
     atomic_path,
     json_safe,
     refuse_overwrite,
     remove_path,
     write_failed,
+)
+from napari_avan.io._arrays import (
+    GuardedArray,
+    default_chunks,
+    fill_value_for,
+    read_in_slabs,
+    store_into,
 )
 from napari_avan.io._meta import (
     Found,
@@ -194,7 +203,8 @@ def _members(group: Any) -> list[tuple[str, Any]]:
     # Files beside the arrays (partners.csv, clefts.csv) make zarr warn; they are expected.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return sorted(group.members(), key=lambda m: m[0])
+        # Hidden names are temporaries of interrupted writes: never volumes.
+        return sorted((m for m in group.members() if not m[0].startswith(".")), key=lambda m: m[0])
 
 
 def volume_names(group: Any, prefix: str = "") -> list[str]:
@@ -257,6 +267,18 @@ def _level_by_index(root: Any, key: str) -> str:
         return key
     level = str(datasets[int(last)].get("path"))
     return f"{parent_path}/{level}" if parent_path else level
+
+
+def _token(root: Path, key: str) -> str:
+    """A dask name for one zarr array: its path, key and the metadata's modification time."""
+    stamps = []
+    for meta in ("zarr.json", ".zarray"):
+        target = root / key / meta if key else root / meta
+        if target.is_file():
+            stat = target.stat()
+            stamps.append(f"{stat.st_mtime_ns}|{stat.st_size}")
+    text = f"{root.resolve()}|{key}|{'|'.join(stamps)}"
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 def read_zarr(spec: VolumeSpec, lazy: bool) -> Found:
@@ -325,9 +347,14 @@ def read_zarr(spec: VolumeSpec, lazy: bool) -> Found:
     if lazy:
         import dask.array as da
 
-        data = da.from_zarr(node)
+        data = da.from_array(
+            GuardedArray(node, f"{where}:{array_path}" if array_path else where),
+            chunks=node.chunks,
+            name=f"zarr-{_token(root_path, array_path)}",
+            meta=np.empty((0,) * node.ndim, dtype=node.dtype),
+        )
     else:
-        data = node[...]
+        data = read_in_slabs(node)
     data, axes = _squeeze_leading(data, axes, is_ome=level_of is not None, attrs=attrs)
     return Found(data=data, voxel_size_nm=voxel_size, attrs=attrs, axes=axes)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from napari_avan.core.files import atomic_path
 from napari_avan.models.networks import (
     PrunerConfig,
     PrunerNet,
     ResidualSymmetricUNet,
     UNetConfig,
 )
-from napari_avan.types import AvanInputError
+from napari_avan.types import AvanInputError, one_line
 
 FORMAT = "napari-avan-model"
 FORMAT_VERSION = 1
@@ -107,30 +107,106 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "architecture": architecture_of(network),
     }
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
+    if not directory.parent.is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory, overwrite=overwrite) as tmp:
+        tmp.mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         torch.save(state, tmp / WEIGHTS_FILE)
         record["weights_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         for name, content in (extras or {}).items():
             (tmp / name).write_bytes(content)
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise AvanInputError(
-            f"could not write model {directory}: {err.strerror or err}; free space or "
-            "choose another folder"
-        ) from err
     return directory
+
+
+def load_tensors(
+    path: Path, expected_sha256: str | None, *, what: str, map_location: str = "cpu"
+) -> dict[str, Any]:
+    """A torch file of tensors and plain values, its sha256 checked before it is opened.
+
+    Loaded with ``weights_only=True``, so a pickle that carries code is refused.
+
+    Args:
+        path: the file (``weights.pt``, ``proximity.pt``, ``train_state.pt``).
+        expected_sha256: the hash it must have; None skips the check (callers say why).
+        what: what the file is, for messages (``"weights"``, ``"training state"``).
+        map_location: torch device to load the tensors onto.
+
+    Raises:
+        AvanInputError: the file is missing, altered (hash mismatch), carries code,
+            is not a torch file, or does not hold a dict.
+    """
+    try:
+        if expected_sha256 is not None and sha256_of(path) != expected_sha256:
+            raise AvanInputError(
+                f"{path} does not match its recorded sha256: the {what} file is corrupt or was "
+                "altered; restore or retrain it"
+            )
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before refusing it.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except AvanInputError:
+        raise
+    except pickle.UnpicklingError as err:
+        raise AvanInputError(
+            f"{path} was refused: it is not a plain {what} file of tensors (it may carry code)"
+        ) from err
+    except Exception as err:  # torch.load raises many kinds for a damaged file
+        raise AvanInputError(
+            f"{path} is not a readable torch {what} file: {one_line(err)}"
+        ) from err
+    if not isinstance(state, dict):
+        raise AvanInputError(f"{path} does not hold a dictionary of {what}")
+    return state
+
+
+def unverified(path: Path) -> AvanInputError:
+    """The error for a model folder whose ``model.json`` records no weights hash."""
+    return AvanInputError(
+        f"{path} records no sha256 for its weights, so they cannot be verified: if you trust "
+        f"this folder, record the hashes with 'napari-avan model rehash {path}'"
+    )
+
+
+def rehash_model(path: str | Path) -> dict[str, str]:
+    """Record the sha256 of a trusted model folder's weights files in its ``model.json``.
+
+    Each weights file is first loaded as plain tensors (a pickle carrying code is
+    refused); ``model.json`` is then replaced atomically.
+
+    Returns:
+        The recorded hashes by metadata key.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AvanInputError(f"{folder} is not a model folder: give the folder with {META_FILE}")
+    weights, meta_path = folder / WEIGHTS_FILE, folder / META_FILE
+    metadata = _read_metadata(folder, weights, meta_path)
+    hashes: dict[str, str] = {}
+    for key, file in (("weights_sha256", weights), ("proximity_sha256", folder / "proximity.pt")):
+        if key == "weights_sha256" or file.is_file():
+            load_tensors(file, None, what="weights")
+            hashes[key] = sha256_of(file)
+    text = json.dumps({**metadata, **hashes}, indent=2, sort_keys=True) + "\n"
+    with atomic_path(meta_path, overwrite=True) as tmp:
+        tmp.write_text(text)
+    return hashes
+
+
+def _read_metadata(path: Path, weights: Path, meta_path: Path) -> dict[str, Any]:
+    if not weights.is_file() or not meta_path.is_file():
+        raise AvanInputError(
+            f"{path} is not a model: expected a folder with {WEIGHTS_FILE} and {META_FILE}"
+        )
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        raise AvanInputError(f"{meta_path} is not readable JSON: the model is corrupt") from err
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise AvanInputError(f"{meta_path} does not describe a napari-avan model")
+    return metadata
 
 
 def _files(path: Path) -> tuple[Path, Path]:
@@ -155,35 +231,17 @@ def load_model(
     """
     path = Path(path)
     weights, meta_path = _files(path)
-    if not weights.is_file() or not meta_path.is_file():
+    metadata = _read_metadata(path, weights, meta_path)
+    recorded = metadata.get("weights_sha256")
+    if recorded is None:
+        raise unverified(weights.parent)
+    if expected_sha256 is not None and expected_sha256 != recorded:
         raise AvanInputError(
-            f"{path} is not a model: expected a folder with {WEIGHTS_FILE} and {META_FILE}"
+            f"{weights} does not match the sha256 in the model registry: the file is corrupt "
+            "or was altered; reinstall napari-avan"
         )
-    try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as err:
-        raise AvanInputError(f"{meta_path} is not readable JSON: the model is corrupt") from err
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise AvanInputError(f"{meta_path} does not describe a napari-avan model")
-    actual = sha256_of(weights)
-    for source, wanted in (
-        ("model.json", metadata.get("weights_sha256")),
-        ("the model registry", expected_sha256),
-    ):
-        if wanted is not None and wanted != actual:
-            raise AvanInputError(
-                f"{weights} does not match the sha256 in {source}: the file is corrupt or "
-                "was altered; restore or retrain it"
-            )
-    try:
-        state = torch.load(weights, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise AvanInputError(
-            f"{weights} was refused: it is not a plain state_dict (it may carry code)"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise AvanInputError(f"{weights} is not a readable torch file: {err}") from err
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    state = load_tensors(weights, recorded, what="weights", map_location=map_location)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AvanInputError(f"{weights} does not hold a state_dict of tensors")
     network = build_network(metadata.get("architecture") or {})
     try:
@@ -263,5 +321,6 @@ def register_bundled(name: str) -> dict[str, Any]:
         "task": meta.get("task"),
         "metrics": meta.get("metrics", {}),
     }
-    (BUNDLED_DIR / REGISTRY_FILE).write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
+    with atomic_path(BUNDLED_DIR / REGISTRY_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     return registry[name]

@@ -36,12 +36,24 @@ from napari_avan.core.candidates import (
     proximity_pruner_candidates,
 )
 from napari_avan.core.tables import BBOX_BEGIN_PREFIX, BBOX_END_PREFIX, from_xyz_columns
-from napari_avan.models.checkpoint import LoadedModel, architecture_of, build_network, sha256_of
+from napari_avan.models.checkpoint import (
+    LoadedModel,
+    architecture_of,
+    build_network,
+    load_tensors,
+    unverified,
+)
 from napari_avan.models.device import RunPlan
 from napari_avan.models.device import plan as make_plan
 from napari_avan.models.inference import crop_window, predict, resample, to_float, working_shape
 from napari_avan.models.networks import PrunerNet, ResidualSymmetricUNet
-from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
+from napari_avan.types import (
+    AvanInputError,
+    VoxelSize,
+    check_same_shape,
+    check_voxel_size,
+    one_line,
+)
 
 PRUNER_TASKS = ("mask-pruner", "proximity-pruner")
 DEFAULT_PRUNER_PATCH = (8, 96, 96)  # as AVAN's, so both see the same context
@@ -220,14 +232,17 @@ def load_proximity(pruner: LoadedModel) -> LoadedModel:
             "holds its proximity detector; retrain it with napari-avan train proximity-pruner"
         )
     expected = pruner.metadata.get("proximity_sha256")
-    if expected and sha256_of(weights) != expected:
-        raise AvanInputError(f"{weights} does not match its recorded sha256: the file is damaged")
+    if expected is None:
+        raise unverified(Path(folder))
+    state = load_tensors(weights, expected, what="weights")
     try:
         meta = json.loads(meta_file.read_text())
         network = build_network(meta["architecture"])
-        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise AvanInputError(f"cannot load the proximity detector in {folder}: {err}") from err
+        network.load_state_dict(state)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise AvanInputError(
+            f"cannot load the proximity detector in {folder}: {one_line(err)}"
+        ) from err
     network.eval()
     return LoadedModel(network, meta)
 

@@ -50,6 +50,7 @@ from napari_avan.models.checkpoint import (
     architecture_of,
     build_network,
     load_model,
+    load_tensors,
     resolve_model,
     save_model,
 )
@@ -85,6 +86,10 @@ from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check
 KINDS = ("clefts", "avan", "mask-pruner", "proximity-pruner")
 DETECTOR_TRAIN_TARGETS = ("mask", "proximity")
 STATE_FILE = "train_state.pt"
+#: What a training state holds (see where it is written below).
+RESUME_KEYS = frozenset(
+    {"weights", "optimiser", "step", "elapsed_s", "best", "log", "rng", "torch_rng"}
+)
 LOG_FILE = "log.csv"
 RECIPE_FILE = "recipe.json"
 #: The detector's default working in-plane voxel size (clefts are tens of nm thick).
@@ -536,6 +541,37 @@ def initial_network(settings: TrainSettings, init: LoadedModel | None) -> nn.Mod
     return ResidualSymmetricUNet(config)
 
 
+def resume_state(out: Path, resume: bool) -> dict[str, Any] | None:
+    """The training state to continue from in ``out`` (None for a new run), checked.
+
+    Raises:
+        AvanInputError: ``out`` exists without ``resume``, holds no state, or holds a
+            damaged one; ``resume`` without ``out``.
+    """
+    out = Path(out)
+    state: dict[str, Any] | None = None
+    if out.exists():
+        if not resume:
+            raise AvanInputError(
+                f"{out} exists: choose a new folder, or pass --resume to continue its run"
+            )
+        if not (out / STATE_FILE).is_file():
+            raise AvanInputError(
+                f"{out} holds no training state (the run finished): fine-tune it with --init "
+                "into a new folder instead"
+            )
+        state = load_tensors(out / STATE_FILE, None, what="training state")
+        missing = sorted(RESUME_KEYS - set(state))
+        if missing:
+            raise AvanInputError(
+                f"{out / STATE_FILE} is not a training state (no {', '.join(missing)}): "
+                "choose a new --out folder to start over"
+            )
+    elif resume:
+        raise AvanInputError(f"--resume given, but {out} does not exist")
+    return state
+
+
 def iter_train(
     settings: TrainSettings,
     train: Sequence[TrainingVolume],
@@ -568,21 +604,7 @@ def iter_train(
         raise AvanInputError("training needs at least one training and one validation volume")
     working_size = check_voxel_size(settings.voxel_size_nm)
     working = list(working_size)
-    state: dict[str, Any] | None = None
-    if out.exists():
-        if not resume:
-            raise AvanInputError(
-                f"{out} exists: choose a new folder, or pass --resume to continue its run"
-            )
-        if not (out / STATE_FILE).is_file():
-            raise AvanInputError(
-                f"{out} holds no training state (the run finished): fine-tune it with --init "
-                "into a new folder instead"
-            )
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-    elif resume:
-        raise AvanInputError(f"--resume given, but {out} does not exist")
-
+    state = resume_state(out, resume)
     run = run or make_plan()
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,106 @@ def test_failed_rename_keeps_the_original(tmp_path: Path, monkeypatch: pytest.Mo
 def test_missing_output_folder(tmp_path: Path) -> None:
     with pytest.raises(AvanInputError, match="does not exist; create it first"):
         write_volume(tmp_path / "no" / "v.zarr", _first(), VOXEL)
+
+
+def _cut_first_chunk(store: Path, key: str) -> None:
+    chunk = next(
+        p for p in sorted((store / key).rglob("*")) if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
+def test_corrupt_chunk_is_named_eagerly_and_lazily(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    store = write_volume(tmp_path / "g.zarr", rng.integers(0, 255, (4, 64, 64), np.uint8), VOXEL,
+                         key="image")  # fmt: skip
+    _cut_first_chunk(store, "image")
+    with pytest.raises(
+        AvanInputError, match=r"cannot read .*g\.zarr:image: .*truncated or corrupt"
+    ):
+        read_volume(f"{store}:image", lazy=False)
+    lazy = read_volume(f"{store}:image", lazy=True)  # opening reads no chunk
+    with pytest.raises(AvanInputError, match=r"g\.zarr:image.*truncated or corrupt"):
+        lazy.data.sum().compute()
+
+
+def test_garbled_hdf5_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = write_volume(tmp_path / "v.h5", rng.integers(0, 255, (4, 256, 256), np.uint8), VOXEL)
+    data = bytearray(path.read_bytes())
+    for i in range(4096, len(data), 7):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(AvanInputError, match=r"v\.h5.*(truncated or corrupt|HDF5)"):
+        read_volume(str(path), lazy=False)
+
+
+def test_hidden_temporaries_are_never_keys(tmp_path: Path) -> None:
+    from napari_avan.io import list_keys
+
+    store = write_volume(tmp_path / "g.zarr", _first(), VOXEL, key="image")
+    shutil.copytree(store / "image", store / ".segmentation.tmp-0123")  # as a SIGKILL leaves it
+    assert list_keys(store) == ["image"]
+    np.testing.assert_array_equal(read_volume(str(store), lazy=False).data, _first())
+
+
+def test_tables_land_together_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_avan.io import write_tables
+
+    first, second = tmp_path / "clefts.csv", tmp_path / "edges.csv"
+    calls = []
+
+    def fail_second(self: pd.DataFrame, path: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(path)
+        if len(calls) == 2:
+            _disk_full()
+        Path(path).write_text("a\n1\n")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", fail_second)
+    with pytest.raises(AvanInputError, match=r"could not write .*edges\.csv: No space left"):
+        write_tables({first: pd.DataFrame({"a": [1]}), second: pd.DataFrame({"a": [2]})})
+    monkeypatch.undo()
+    assert _listing(tmp_path) == []
+    write_tables({first: pd.DataFrame({"a": [1]}), second: pd.DataFrame({"a": [2]})})
+    assert _listing(tmp_path) == ["clefts.csv", "edges.csv"]
+
+
+def test_interrupts_are_held_until_the_block_ends() -> None:
+    import signal
+
+    from napari_avan.core.files import interrupts_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            signal.raise_signal(signal.SIGINT)
+            done.append("rest of the block")
+    assert done == ["rest of the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_temporaries_of_killed_processes_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from napari_avan.core.files import temp_sibling
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    target = tmp_path / "v.npy"
+    mine = temp_sibling(target)  # this process is alive: its temporary stays
+    left = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{pid}-"))
+    original = left.with_name(left.name.replace(".tmp-", ".old-"))
+    mine.write_bytes(b"in progress")
+    left.write_bytes(b"half")
+    with open(original, "wb") as handle:  # a swap killed between its two renames
+        np.save(handle, _first())
+    write_volume(tmp_path / "w.npy", _first(), VOXEL)  # another destination: nothing swept
+    assert left.exists() and original.exists()
+    with pytest.raises(AvanInputError, match="already exists"):
+        write_volume(target, _second(), VOXEL)  # the original was put back first
+    assert not left.exists() and not original.exists() and mine.exists()
+    np.testing.assert_array_equal(np.load(target), _first())

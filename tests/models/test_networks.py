@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,52 @@ def test_pickle_carrying_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AvanInputError, match="refused"):
         load_model(folder)
     assert not marker.exists()
+
+
+def test_unhashed_folder_is_refused_until_rehashed(tmp_path: Path) -> None:
+    from napari_avan.models.checkpoint import rehash_model, sha256_of
+
+    folder = save_model(tmp_path / "m", tiny_unet())
+    meta = json.loads((folder / META_FILE).read_text())
+    recorded = meta.pop("weights_sha256")
+    (folder / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(AvanInputError, match=r"no sha256 .*napari-avan model rehash"):
+        load_model(folder)
+    assert rehash_model(folder) == {"weights_sha256": recorded}
+    assert load_model(folder).metadata["weights_sha256"] == sha256_of(folder / WEIGHTS_FILE)
+    assert sorted(p.name for p in folder.iterdir()) == [META_FILE, WEIGHTS_FILE]
+
+
+def test_rehash_refuses_weights_that_carry_code(tmp_path: Path) -> None:
+    from napari_avan.models.checkpoint import rehash_model
+
+    folder = save_model(tmp_path / "m", tiny_unet())
+    marker = tmp_path / "code-ran"
+    torch.save({"weight": _Payload(marker)}, folder / WEIGHTS_FILE)
+    before = (folder / META_FILE).read_bytes()
+    with pytest.raises(AvanInputError, match="refused"):
+        rehash_model(folder)
+    assert not marker.exists()
+    assert (folder / META_FILE).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a readable torch"),
+        (b"\x00garbage" * 100, "not a readable torch|refused"),
+        (pickle.dumps([1, 2, 3]), "refused|does not hold"),
+    ],
+    ids=["empty", "garbage", "plain-pickle"],
+)
+def test_load_tensors_names_every_damaged_file(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    from napari_avan.models.checkpoint import load_tensors
+
+    path = tmp_path / "w.pt"
+    path.write_bytes(content)
+    with pytest.raises(AvanInputError, match=message):
+        load_tensors(path, None, what="weights")
+    with pytest.raises(AvanInputError, match="sha256"):
+        load_tensors(path, "0" * 64, what="weights")

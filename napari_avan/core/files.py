@@ -1,4 +1,5 @@
-"""Atomic writes: build a result at a temporary sibling path, then rename it into place.
+"""Atomic writes and read errors: every output is built at a temporary sibling path, then
+renamed into place.
 
 A half-written file or zarr store is never left at the destination: on any error the
 temporary is removed and, for OS errors (disk full, permission denied), an
@@ -8,9 +9,14 @@ temporary is removed and, for OS errors (disk full, permission denied), an
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import shutil
+import signal
+import socket
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +24,39 @@ from typing import Any
 
 import numpy as np
 
-from napari_avan.types import AvanInputError
+from napari_avan.types import AvanInputError, one_line
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver them.
+
+    Zarr reads and writes run in zarr's own event-loop thread while the main thread
+    waits. An interrupt raised during that wait leaves the loop thread writing into a
+    temporary that is being removed, and asyncio prints tracebacks at exit. Callers
+    keep each block short (one slab of chunks), so Ctrl-C still stops within about a
+    second. Outside the main thread (napari workers) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler is not None and handler is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, hold)
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 def refuse_overwrite(path: Path, what: str = "") -> AvanInputError:
@@ -31,13 +69,71 @@ def refuse_overwrite(path: Path, what: str = "") -> AvanInputError:
 
 def write_failed(path: Path, err: OSError) -> AvanInputError:
     """The error for an OS failure while writing ``path`` (nothing was left behind)."""
-    reason = err.strerror or str(err) or type(err).__name__
-    return AvanInputError(f"could not write {path}: {reason} (nothing was written)")
+    hint = "; free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+    return AvanInputError(f"could not write {path}: {one_line(err)} (nothing was written{hint})")
+
+
+def read_failed(source: object, err: BaseException) -> AvanInputError:
+    """The error for any failure while reading ``source`` (codec, HDF5, truncated file)."""
+    return AvanInputError(
+        f"cannot read {source}: {one_line(err)} ({type(err).__name__}); the file may be "
+        "truncated or corrupt: copy or export it again"
+    )
+
+
+def _owner_tag() -> str:
+    """This process as it appears in temporary names: host and pid."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c == "-")[:24] or "host"
+    return f"{host}-{os.getpid()}"
 
 
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
-    """A unique hidden path in the same directory as ``path`` (same file system)."""
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+    """A unique hidden path in the same directory as ``path`` (same file system).
+
+    The name records the host and pid that own it, so that a later write to ``path``
+    can remove what a killed process left (see :func:`remove_stale_temporaries`).
+    """
+    return path.with_name(f".{path.name}.{tag}-{_owner_tag()}-{uuid.uuid4().hex[:12]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporaries of ``path`` left by dead processes of this host (SIGKILL).
+
+    An original that a killed swap had moved aside (and not yet replaced) is renamed
+    back to ``path`` instead.
+
+    Returns:
+        The paths removed.
+    """
+    host = _owner_tag().rsplit("-", 1)[0]
+    removed = []
+    try:
+        siblings = list(path.parent.glob(f".{glob.escape(path.name)}.*-{glob.escape(host)}-*"))
+    except OSError:
+        return []
+    for sibling in siblings:
+        rest = sibling.name[len(path.name) + 2 :]  # "tmp-HOST-PID-UUID"
+        tag, _, owner = rest.partition("-")
+        pid_text = owner[len(host) + 1 :].split("-", 1)[0]
+        if tag not in ("tmp", "old") or not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        if tag == "old" and not (path.exists() or path.is_symlink()):
+            # Killed between the two renames of a swap: the original is put back.
+            os.rename(sibling, path)
+            continue
+        remove_path(sibling)
+        removed.append(sibling)
+    return removed
 
 
 def remove_path(path: Path) -> None:
@@ -55,6 +151,14 @@ def fsync_file(path: Path) -> None:
     """Flush a regular file's content to disk."""
     with open(path, "rb") as f:
         os.fsync(f.fileno())
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file below a directory (a zarr store), then the directories."""
+    for folder, _, names in os.walk(path):
+        for name in names:
+            fsync_file(Path(folder) / name)
+        fsync_dir(Path(folder))
 
 
 def fsync_dir(path: Path) -> None:
@@ -99,13 +203,14 @@ def atomic_path(path: Path, *, overwrite: bool, sync: bool = True) -> Iterator[P
     Args:
         path: the destination (a file or a directory such as a zarr store).
         overwrite: replace an existing ``path``; otherwise refuse before writing.
-        sync: fsync a file result before the rename.
+        sync: fsync the result (a file, or every file of a directory) before the rename.
 
     Raises:
         AvanInputError: ``path`` exists and ``overwrite`` is False, or an OS error
             (disk full, permissions) happened; the temporary is removed either way.
     """
     path = Path(path)
+    remove_stale_temporaries(path)  # first: it may put back an original a kill moved aside
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise refuse_overwrite(path)
     if not path.parent.is_dir():
@@ -117,12 +222,19 @@ def atomic_path(path: Path, *, overwrite: bool, sync: bool = True) -> Iterator[P
         yield tmp
         if not (tmp.exists() or tmp.is_symlink()):
             raise AvanInputError(f"nothing was written to {path}")
-        if sync and tmp.is_file():
-            fsync_file(tmp)
+        if sync:
+            if tmp.is_dir():
+                fsync_tree(tmp)
+            else:
+                fsync_file(tmp)
         swap_into_place(tmp, path)
     except OSError as err:
         remove_path(tmp)
         raise write_failed(path, err) from err
+    except AvanInputError as err:
+        remove_path(tmp)
+        # Writers inside the block name the temporary; the user knows the destination.
+        raise AvanInputError(str(err).replace(str(tmp), str(path))) from err.__cause__
     except BaseException:
         remove_path(tmp)
         raise
