@@ -3,7 +3,7 @@
 Run: ``python benchmarks/bench_synth.py [--seeds 20] [--shape 32,256,256]``. Prints the seconds
 of every seed (dyadic and polyadic; target: each under 5 s on 2 CPU cores), their median and
 maximum, the clefts made, and the grey-level statistics of the synthetic volumes next to the
-DESIGN section 9 targets and, when ``../shared/data`` is there, the real VNC crop.
+targets measured once on the real VNC crop and, when ``../shared/data`` is there, that crop.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
 
     print()
     print(f"{'grey levels':22s}" + "".join(f"{k:>9s}" for k in LABELS))
-    print(row("DESIGN §9 target", REAL_TARGETS))
+    print(row("target (real VNC crop)", REAL_TARGETS))
     if (REAL / "vnc_left.npz").exists():
         with np.load(REAL / "vnc_left.npz") as real:
             stats = realism_stats(real["image"], real["membranes"] > 0, real["class_labels"] == 255)

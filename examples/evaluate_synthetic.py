@@ -1,7 +1,8 @@
 """Generate a synthetic volume, build its tables, and score a perturbed prediction.
 
 Shows the headless API: ``synthesize`` (exact ground truth), ``cleft_table`` and
-``edge_table`` (DESIGN section 2), and the metrics of section 6. Run it as
+``edge_table`` (docs/architecture.md, the cleft and edge tables), and the metrics of
+``napari-avan evaluate``. Run it as
 ``python examples/evaluate_synthetic.py [--shape 16,192,192] [--seed 3]``.
 """
 

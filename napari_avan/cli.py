@@ -1,4 +1,4 @@
-"""The ``napari-avan`` command line (DESIGN section 3).
+"""The ``napari-avan`` command line (docs/architecture.md, the command-line contract).
 
 Every subcommand has ``--help``; exit code 0 on success, 2 on bad input with a
 one-line reason on stderr. Heavy modules are imported inside the subcommands so
@@ -8,6 +8,8 @@ that ``napari-avan --help`` is quick.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import math
 import os
@@ -880,8 +882,18 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+#: Commands that run torch. Its import is not safe to interrupt: a KeyboardInterrupt
+#: inside its native module set-up aborts the process (C++ terminate).
+TORCH_COMMANDS = frozenset({"detect", "assign", "train", "model"})
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
+        if args.command in TORCH_COMMANDS:
+            from napari_avan.core.files import interrupts_held
+
+            with interrupts_held():  # Ctrl-C during the import is delivered right after it
+                importlib.import_module("torch")
         code = int(args.func(args))
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
         return code
@@ -912,10 +924,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args)
+        code = _run(args)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if argv is None and previous is not None:
+        # The work is done and reported. A signal during interpreter shutdown would only
+        # kill the process (exit -2) or print a traceback after the fact.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if code == 130:
+            # Interrupted, temporaries removed: skip the shutdown of whatever the interrupt
+            # cut short (an import, zarr's event loop), which can end in SIGINT itself.
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

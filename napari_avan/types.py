@@ -29,7 +29,7 @@ def one_line(err: BaseException) -> str:
 
 
 class EdgeStatus(str, Enum):
-    """Proofreading status of an edge (DESIGN section 2)."""
+    """Proofreading status of an edge (docs/architecture.md, the edge table)."""
 
     PREDICTED = "predicted"
     ACCEPTED = "accepted"
@@ -120,7 +120,7 @@ class Volume:
         return self.data.dtype
 
 
-#: Columns of the partner input table (ground truth), DESIGN section 2.
+#: Columns of the partner input table (ground truth); docs/architecture.md, the partner table.
 PARTNER_COLUMNS = ("cleft_id", "pre_id", "post_id")
 
 

@@ -18,7 +18,17 @@ SMALL_ARGS = {
 }
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py")))
+#: Examples that read the real EM data in ../shared/data.
+REALDATA = {"vnc_recipe.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(name, marks=[pytest.mark.realdata] if name in REALDATA else [])
+        for name in sorted(p.name for p in EXAMPLES.glob("*.py"))
+    ],
+)
 def test_example_runs(script: str, tmp_path: Path) -> None:
     args = [a.format(tmp=tmp_path) for a in SMALL_ARGS.get(script, [])]
     run = subprocess.run(

@@ -1,4 +1,7 @@
-"""The headless layers must not load napari, Qt or magicgui (DESIGN section 1)."""
+"""The headless layers must not load napari, Qt or magicgui.
+
+See docs/architecture.md, layers and imports.
+"""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def synapse_points_layer(
 ) -> LayerData:
     """A points layer with one point per edge at its cleft's centroid; features = the edge table.
 
-    ``edges`` is an edge table (DESIGN section 2, centroids in voxels); the writer saves the
+    ``edges`` is an edge table (docs/architecture.md, centroids in voxels); the writer saves the
     features back as the edge table (CSV or Parquet).
     """
     table = edges.reset_index(drop=True)

@@ -68,16 +68,56 @@ def _table_value(rows: list[list[Any]], columns: tuple[str, ...]) -> dict[str, A
     return {"data": rows, "index": list(range(len(rows))), "columns": list(columns)}
 
 
-#: The item data role where magicgui's Table keeps a cell's value (its text is str(value)).
+#: The item data role where magicgui's Table keeps a cell's value.
 _TABLE_VALUE_ROLE = 255
+#: Decimals shown for scores and weights (ids and sizes are shown as integers).
+SCORE_DECIMALS = 3
+
+
+def cell_text(value: Any) -> str:
+    """What a table cell shows: integers as they are, other numbers with SCORE_DECIMALS
+    fixed decimals (never exponent notation), anything else as text."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.{SCORE_DECIMALS}f}"
+    return str(value)
+
+
+def _fit_table(table: Table) -> None:
+    """Show cell texts as written (magicgui's delegate turns numbers below 0.1 into
+    ``1.500e-02``) and fit the columns into the dock: no row numbers, no empty label
+    beside the table, each column as wide as its contents (a scroll bar if they ever
+    need more than the dock's width)."""
+    from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
+
+    native = table.native
+    native.setItemDelegate(QStyledItemDelegate(native))
+    native.verticalHeader().setVisible(False)
+    header = native.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setStretchLastSection(False)
+    labeled = table._labeled_widget()  # the row magicgui made to hold a label
+    if labeled is not None:
+        labeled._label_widget.visible = False
 
 
 def _fill_table(table: Table, rows: list[list[Any]]) -> None:
     """Replace a Table's rows through Qt directly, cell by cell as magicgui stores them
-    (its value setter rebuilds the whole widget: 30-50 ms for a few dozen rows)."""
-    from qtpy.QtWidgets import QTableWidgetItem
+    (its value setter rebuilds the whole widget: 30-50 ms for a few dozen rows); the
+    text is :func:`cell_text` (numbers right-aligned), the value stays a number."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QHeaderView, QTableWidgetItem
 
+    right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+    left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
     native = table.native
+    header = native.horizontalHeader()
+    fit = header.sectionResizeMode(0) if header.count() else None
+    # fitting the columns to their contents after every cell costs O(rows^2): fit once
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
     blocked = native.blockSignals(True)
     try:
         native.setRowCount(len(rows))
@@ -87,10 +127,14 @@ def _fill_table(table: Table, rows: list[list[Any]]) -> None:
                 if item is None:
                     item = QTableWidgetItem()
                     native.setItem(i, j, item)
-                item.setText(str(value))
+                item.setText(cell_text(value))
                 item.setData(_TABLE_VALUE_ROLE, value)
+                number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+                item.setTextAlignment(right if number else left)
     finally:
         native.blockSignals(blocked)
+        if fit is not None:
+            header.setSectionResizeMode(fit)
 
 
 def fixed_colormap(color: str) -> Any:
@@ -110,7 +154,12 @@ class PartnersWidget(ModelWidget):
         self.segmentation = create_widget(
             annotation="napari.layers.Labels", label="segmentation", options={"nullable": True}
         )
-        self.polyadic = CheckBox(text="polyadic (every candidate above the thresholds)", value=True)
+        self.polyadic = CheckBox(
+            text="polyadic (every candidate above the thresholds)",
+            value=True,
+            tooltip="presynaptic: every candidate above the pre threshold, or the best one when "
+            "none is; postsynaptic: every other candidate above the post threshold",
+        )
         self.pre_threshold = FloatSpinBox(label="pre threshold", min=0.01, max=0.99, step=0.05)
         self.post_threshold = FloatSpinBox(label="post threshold", min=0.01, max=0.99, step=0.05)
         self.click_enabled = CheckBox(text="click a cleft to find its partners", value=True)
@@ -141,6 +190,8 @@ class PartnersWidget(ModelWidget):
         self.synapses.read_only = True
         self.scores.min_height = 150
         self.synapses.min_height = 200
+        _fit_table(self.scores)
+        _fit_table(self.synapses)
         self._picked_by_hand: set[Any] = set()
         self._resetting = False
         for widget in (self.clefts, self.segmentation):
@@ -149,7 +200,7 @@ class PartnersWidget(ModelWidget):
         self.synapses.native.itemSelectionChanged.connect(self._on_row_selected)
         #: every assigned cleft's result, by cleft id
         self.results: dict[int, CleftOutput] = {}
-        #: the edge table of everything assigned (DESIGN section 2)
+        #: the edge table of everything assigned (see docs/architecture.md)
         self.edges = pd.DataFrame()
         #: seconds from click to partners shown, one per click (for benchmarks)
         self.click_latencies: list[float] = []
@@ -521,8 +572,8 @@ class PartnersWidget(ModelWidget):
                 int(r.cleft_segid),
                 int(r.presyn_segid),
                 int(r.postsyn_segid),
-                round(float(r.presyn_wt), 3),
-                round(float(r.postsyn_wt), 3),
+                float(r.presyn_wt),
+                float(r.postsyn_wt),
             ]
             for r in self.edges_table().itertuples()
         ]
@@ -540,7 +591,7 @@ class PartnersWidget(ModelWidget):
             a.candidates.tolist(), a.pre_scores.tolist(), a.post_scores.tolist(), strict=True
         ):
             role = "pre" if seg_id in a.pre_ids else "post" if seg_id in a.post_ids else ""
-            rows.append([int(seg_id), round(float(pre), 3), round(float(post), 3), role])
+            rows.append([int(seg_id), float(pre), float(post), role])
         rows.sort(key=lambda r: -max(r[1], r[2]))
         _fill_table(self.scores, rows)
         pre = ", ".join(map(str, a.pre_ids)) or "none"

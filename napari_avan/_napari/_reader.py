@@ -28,8 +28,8 @@ LABEL_HINTS = (
     "mitochondria",
 )
 
-#: Columns a table needs to open as synapse points (DESIGN section 2 edge table; the other
-#: edge columns are kept when present).
+#: Columns a table needs to open as synapse points (the edge table of docs/architecture.md;
+#: the other edge columns are kept when present).
 EDGE_TABLE_REQUIRED = (
     "cleft_segid",
     "presyn_segid",

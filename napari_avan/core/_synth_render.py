@@ -2,8 +2,8 @@
 
 The image is built as ``brightness * texture * (1 - darkness)`` in grey levels, where
 ``darkness`` collects membranes, junctions, mitochondria, vesicles, T-bars and densities. Then it
-is blurred, made noisy, tone-mapped onto the grey-level histogram of real ssTEM (DESIGN section 9)
-and given per-section drift and optional section defects.
+is blurred, made noisy, tone-mapped onto the grey-level histogram of the real ssTEM crop
+``vnc_stack1_left`` and given per-section drift and optional section defects.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 
 from napari_avan.core._synth_geometry import Diagram, smooth_field
 
-#: Percentiles (0..100) and grey levels of the real ssTEM crop ``vnc_stack1_left`` (DESIGN §9).
+#: Percentiles (0..100) and grey levels measured on the real ssTEM crop ``vnc_stack1_left``.
 TARGET_PERCENTILES = np.array(
     [0, 0.1, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 99, 99.9, 100], float
 )

@@ -1,11 +1,11 @@
-"""Realism statistics of EM volumes, to compare synthetic data with the DESIGN section 9 targets."""
+"""Realism statistics of EM volumes, to compare synthetic data with targets from real ssTEM."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
 
-#: Measured on the real ssTEM crop ``vnc_stack1_left`` (DESIGN section 9).
+#: Measured on the real ssTEM crop ``vnc_stack1_left``.
 REAL_TARGETS: dict[str, float] = {
     "mean": 128.0,
     "sd": 55.0,

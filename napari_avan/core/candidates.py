@@ -1,4 +1,4 @@
-"""Training targets and candidate partner pairs for the pruner baselines (DESIGN sections 4, 5).
+"""Training targets and candidate partner pairs for the pruner baselines.
 
 - :func:`signed_proximity`: the signed proximity target of Parag et al. (2018), eq. 1.
 - :func:`mask_pruner_candidates`: ordered pairs of segments around each cleft (mask pruner).
@@ -44,7 +44,7 @@ from napari_avan.types import AvanInputError, check_same_shape, check_voxel_size
 DEFAULT_PROXIMITY_SIGMA_NM = 50.0
 #: Steepness of the signed proximity's sign factor, per in-plane voxel.
 DEFAULT_PROXIMITY_STEEPNESS = 5.0
-#: Signed proximity threshold of the proximity pruner's pieces (DESIGN section 5).
+#: Signed proximity threshold of the proximity pruner's pieces.
 DEFAULT_PROXIMITY_THRESHOLD = 0.3
 #: Pieces with fewer voxels than this are dropped by the proximity pruner.
 DEFAULT_PIECE_MIN_SIZE = 10
@@ -196,7 +196,7 @@ def mask_pruner_candidates(
     """Candidate (pre, post) pairs of the mask pruner: ordered pairs around each cleft.
 
     The candidate segments of a cleft are the nonzero segments overlapping the cleft dilated
-    in-plane by ``radius_nm`` on ``n_sections`` sections (as for AVAN, DESIGN section 5);
+    in-plane by ``radius_nm`` on ``n_sections`` sections (as for AVAN assignment);
     every ordered pair ``(a, b)`` of them with ``a != b`` is a candidate, so both directions
     of each pair are listed.
 

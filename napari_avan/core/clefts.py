@@ -1,4 +1,4 @@
-"""From a cleft probability map to cleft labels (DESIGN section 5, detection post-processing).
+"""From a cleft probability map to cleft labels: the post-processing of cleft detection.
 
 Threshold, optional in-plane dilation to join fragments of one cleft, 6-connected
 components, then a size filter; ids are renumbered 1..N in scan order.

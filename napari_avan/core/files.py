@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,25 +111,29 @@ def _alive(pid: int) -> bool:
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporaries of ``path`` left by dead processes of this host (SIGKILL).
 
-    An original that a killed swap had moved aside (and not yet replaced) is renamed
-    back to ``path`` instead.
+    Temporaries of temporaries (a store built aside whose members were built aside
+    too) go as well. An original that a killed swap had moved aside (and not yet
+    replaced) is renamed back to ``path`` instead.
 
     Returns:
         The paths removed.
     """
     host = _owner_tag().rsplit("-", 1)[0]
+    owner = rf"\.(tmp|old)-{re.escape(host)}-(\d+)-[0-9a-f]{{12}}"
+    pattern = re.compile(rf"\.+{re.escape(path.name)}((?:{owner})+)")
     removed = []
     try:
-        siblings = list(path.parent.glob(f".{glob.escape(path.name)}.*-{glob.escape(host)}-*"))
+        siblings = list(path.parent.glob(f"*{glob.escape(path.name)}.*"))
     except OSError:
         return []
     for sibling in siblings:
-        rest = sibling.name[len(path.name) + 2 :]  # "tmp-HOST-PID-UUID"
-        tag, _, owner = rest.partition("-")
-        pid_text = owner[len(host) + 1 :].split("-", 1)[0]
-        if tag not in ("tmp", "old") or not pid_text.isdigit() or _alive(int(pid_text)):
+        match = pattern.fullmatch(sibling.name)
+        if match is None:
             continue
-        if tag == "old" and not (path.exists() or path.is_symlink()):
+        tags = re.findall(owner, match.group(1))
+        if any(_alive(int(pid)) for _, pid in tags):
+            continue
+        if [tag for tag, _ in tags] == ["old"] and not (path.exists() or path.is_symlink()):
             # Killed between the two renames of a swap: the original is put back.
             os.rename(sibling, path)
             continue
@@ -238,6 +244,19 @@ def atomic_path(path: Path, *, overwrite: bool, sync: bool = True) -> Iterator[P
     except BaseException:
         remove_path(tmp)
         raise
+
+
+def write_buffered(path: Path, fill: Callable[[io.BytesIO], object]) -> None:
+    """Build a file's bytes in memory with ``fill``, then write them to ``path``.
+
+    Libraries that write files themselves report a full disk in their own ways (torch
+    raises RuntimeError, tifffile a short-write ValueError, HDF5 can crash); Python's
+    own write raises OSError (ENOSPC), which :func:`atomic_path` turns into a message.
+    """
+    buffer = io.BytesIO()
+    fill(buffer)
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def json_safe(value: Any) -> Any:

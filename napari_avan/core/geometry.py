@@ -15,8 +15,8 @@ from scipy import ndimage
 
 from napari_avan.types import AvanInputError, check_same_shape, check_voxel_size
 
-#: In-plane radius of the candidate-region dilation around a cleft (DESIGN section 5: a
-#: radius-5 diamond at about 8 nm per pixel).
+#: In-plane radius of the candidate-region dilation around a cleft (a radius-5 diamond at
+#: about 8 nm per pixel).
 DEFAULT_DILATION_RADIUS_NM = 40.0
 #: Number of sections the candidate-region dilation spans, centred on each cleft section.
 DEFAULT_DILATION_SECTIONS = 3
@@ -126,8 +126,8 @@ def inplane_structure(
 
     A pixel offset (dy, dx) is inside when ``|dy| * vy + |dx| * vx <= radius_nm``, with
     (vy, vx) the in-plane voxel size, so the diamond keeps its size in nm on any grid
-    (radius 40 nm at 8 nm is the radius-5 diamond of DESIGN section 5). The z voxel size is
-    not used: the structure spans whole sections.
+    (radius 40 nm at 8 nm is the radius-5 diamond of the default candidate region). The z
+    voxel size is not used: the structure spans whole sections.
 
     Args:
         radius_nm: in-plane radius in nm (0 keeps a single pixel per section).

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DESIGN section 6, the contract of ``napari-avan evaluate``).
+"""Evaluation metrics: what ``napari-avan evaluate`` computes and reports.
 
 Conventions shared by every metric here:
 
@@ -27,7 +27,7 @@ from napari_avan.core.geometry import check_label_volume, check_same_shape
 from napari_avan.core.tables import as_partner_table
 from napari_avan.types import AvanInputError
 
-#: Default IoU a predicted cleft needs with a true cleft to match it (DESIGN section 6).
+#: Default IoU a predicted cleft needs with a true cleft to match it (``--iou`` of evaluate).
 DEFAULT_IOU_THRESHOLD = 0.1
 
 
@@ -169,7 +169,7 @@ def _match(
 
 @dataclass(frozen=True)
 class CleftMetrics(_Metrics):
-    """Cleft detection metrics (DESIGN section 6, ``clefts``).
+    """Cleft detection metrics (``napari-avan evaluate clefts``).
 
     Attributes:
         precision, recall, f1: object-level, from the one-to-one matching.
@@ -276,7 +276,7 @@ def cleft_metrics(
 
 @dataclass(frozen=True)
 class AssignmentMetrics(_Metrics):
-    """Partner assignment metrics on the true clefts (DESIGN section 6, ``assignment``).
+    """Partner assignment metrics on the true clefts (``napari-avan evaluate assignment``).
 
     Attributes:
         polyadic: whether the polyadic scores are the headline (``f1``) or the dyadic one
@@ -395,7 +395,7 @@ def assignment_metrics(
 
 @dataclass(frozen=True)
 class EdgeMetrics(_Metrics):
-    """Combined detection + assignment metrics (DESIGN section 6, ``edges``).
+    """Combined detection + assignment metrics (``napari-avan evaluate edges``).
 
     Attributes:
         precision, recall, f1: of predicted edges against true edges.

@@ -7,7 +7,8 @@ synapses: a thin cleft along the contact between a presynaptic bouton and one (d
 a weak postsynaptic density. Distractors: mitochondria, vesicle-free dense
 contacts, dark membrane junctions with small extracellular pockets, vesicle clouds without a
 cleft. The image is blurred, made noisy, tone-mapped onto the grey-level histogram of real ssTEM
-(DESIGN section 9), drifts in brightness across sections, and may lose or fold sections.
+(the VNC crop ``vnc_stack1_left``), drifts in brightness across sections, and may lose or fold
+sections.
 
 Ground truth:
 

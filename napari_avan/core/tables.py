@@ -1,4 +1,6 @@
-"""Cleft and edge tables (DESIGN section 2) and the one (z, y, x) <-> x/y/z column conversion.
+"""Cleft and edge tables and the one (z, y, x) <-> x/y/z column conversion.
+
+The tables are described in docs/architecture.md (the cleft table, the edge table).
 
 Inside the package points are (z, y, x) arrays; tables written for other tools name their axes
 (``centroid_x``, ``bbox_bz``, ...). :func:`to_xyz_columns` and :func:`from_xyz_columns` are the
@@ -46,7 +48,7 @@ def xyz_column_names(prefix: str) -> tuple[str, str, str]:
     return (f"{prefix}x", f"{prefix}y", f"{prefix}z")
 
 
-#: Cleft table columns (DESIGN section 2).
+#: Cleft table columns (docs/architecture.md, the cleft table).
 CLEFT_COLUMNS: tuple[str, ...] = (
     "cleft_segid",
     "size",
@@ -56,7 +58,8 @@ CLEFT_COLUMNS: tuple[str, ...] = (
     "score",
 )
 
-#: Edge table columns, Synaptor-compatible plus proofreading columns (DESIGN section 2).
+#: Edge table columns, Synaptor-compatible plus proofreading columns (docs/architecture.md,
+#: the edge table).
 EDGE_COLUMNS: tuple[str, ...] = (
     "cleft_segid",
     "presyn_segid",
@@ -325,14 +328,15 @@ def edge_table(
     radius_nm: float = DEFAULT_DILATION_RADIUS_NM,
     n_sections: int = DEFAULT_DILATION_SECTIONS,
 ) -> pd.DataFrame:
-    """The edge table (DESIGN section 2): one row per row of ``partners``, in that order.
+    """The edge table (docs/architecture.md): one row per row of ``partners``, in that order.
 
     For each cleft the candidate region is the cleft dilated in-plane by ``radius_nm`` on
-    ``n_sections`` sections (DESIGN section 5). ``presyn_sz`` / ``postsyn_sz`` count the
-    partner's voxels in that region. The partner point (``presyn_*`` / ``postsyn_*``) is
-    the partner's voxel in the region closest (in nm) to the cleft centroid, ties broken by
-    the lowest linear (z, y, x) index; a partner with no voxel in the region gets size 0 and
-    its voxel closest to the centroid anywhere in the volume.
+    ``n_sections`` sections (the region AVAN assignment takes its candidates from).
+    ``presyn_sz`` / ``postsyn_sz`` count the partner's voxels in that region. The partner
+    point (``presyn_*`` / ``postsyn_*``) is the partner's voxel in the region closest (in nm)
+    to the cleft centroid, ties broken by the lowest linear (z, y, x) index; a partner with no
+    voxel in the region gets size 0 and its voxel closest to the centroid anywhere in the
+    volume.
 
     Args:
         clefts: (z, y, x) cleft labels.

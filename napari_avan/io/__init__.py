@@ -1,8 +1,8 @@
 """Volume and table I/O: zarr (v2, v3, OME-Zarr), HDF5/CREMI, npz, npy, TIFF, CSV/Parquet.
 
-Volumes are named by a spec ``PATH`` or ``PATH:KEY`` (DESIGN section 2) and come back
-as :class:`~napari_avan.types.Volume` in (z, y, x) with the voxel size in nm. Every
-writer is atomic and refuses to overwrite unless asked. Importing this package does not
+Volumes are named by a spec ``PATH`` or ``PATH:KEY`` (docs/architecture.md, volume specs)
+and come back as :class:`~napari_avan.types.Volume` in (z, y, x) with the voxel size in nm.
+Every writer is atomic and refuses to overwrite unless asked. Importing this package does not
 import zarr, h5py, tifffile, dask or pandas; each is imported when first needed.
 """
 

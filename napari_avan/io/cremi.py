@@ -11,8 +11,8 @@ Layout (all volumes carry a ``resolution`` attribute, z, y, x in nm)::
     annotations/presynaptic_site/partners (M, 2) annotation ids (pre, post)
 
 ``annotations`` may carry an ``offset`` attribute (nm, z, y, x) added to every location.
-Clefts use 0 for background in memory (DESIGN section 2): the CREMI background value is
-mapped to 0 on reading and back on writing.
+Clefts use 0 for background in memory (docs/architecture.md, label ids): the CREMI
+background value is mapped to 0 on reading and back on writing.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def write_cremi(
 def cremi_annotations_from_edges(
     edges: pd.DataFrame, voxel_size_nm: Sequence[float]
 ) -> CremiAnnotations:
-    """CREMI annotations from an edge table (DESIGN section 2).
+    """CREMI annotations from an edge table (docs/architecture.md, the edge table).
 
     ``presyn_{x,y,z}`` and ``postsyn_{x,y,z}`` are voxel coordinates of the volume;
     locations become z, y, x in nm (``index * voxel size``). Sites at the same place of

@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_avan.core.files import atomic_path, json_safe, read_failed, refuse_overwrite
+from napari_avan.core.files import (
+    atomic_path,
+    json_safe,
+    read_failed,
+    refuse_overwrite,
+    write_buffered,
+)
 from napari_avan.io._arrays import default_chunks, store_into
 from napari_avan.io._meta import Found, missing_key, several_arrays, voxel_size_from_attrs
 from napari_avan.io.spec import VolumeSpec
@@ -56,8 +62,7 @@ def built_in_memory(tmp: Path, base: Path | None = None) -> Iterator[Any]:
     buffer = io.BytesIO(base.read_bytes() if base is not None else b"")
     with h5py.File(buffer, "r+" if base is not None else "w") as f:
         yield f
-    with open(tmp, "wb") as out:
-        out.write(buffer.getbuffer())
+    write_buffered(tmp, lambda out: out.write(buffer.getbuffer()))
 
 
 def dataset_names(f: Any, *, min_ndim: int = 0) -> list[str]:
@@ -126,7 +131,7 @@ def read_hdf5(spec: VolumeSpec, lazy: bool) -> Found:
     """Find the dataset an HDF5 spec names, with its voxel size (``resolution`` attr).
 
     CREMI ``volumes/labels/clefts`` use the dtype's maximum as "no cleft"; it is
-    mapped to 0 here (DESIGN: 0 is background).
+    mapped to 0 here (0 is background; docs/architecture.md, label ids).
     """
     import h5py
 

@@ -1,5 +1,6 @@
 """Samples on disk: a zarr v3 group with ``image``, ``segmentation``, ``clefts`` and
-``partners.csv`` beside them (DESIGN section 3, ``napari-avan synth``)."""
+``partners.csv`` beside them, as ``napari-avan synth`` writes them (docs/architecture.md, the
+partner table)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Volume specs: ``PATH`` or ``PATH:KEY`` (DESIGN section 2)."""
+"""Volume specs: ``PATH`` or ``PATH:KEY`` (docs/architecture.md, volume specs)."""
 
 from __future__ import annotations
 

@@ -148,7 +148,7 @@ def check_partners(df: pd.DataFrame, source: str = "partner table") -> pd.DataFr
 
 
 def read_partners(path: str | Path) -> pd.DataFrame:
-    """Read a partner table (``cleft_id, pre_id, post_id``; DESIGN section 2).
+    """Read a partner table (``cleft_id, pre_id, post_id``; docs/architecture.md, partner table).
 
     Returns:
         The table with id columns as ``uint64`` (unsigned, like the label volumes);

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_avan.core.files import atomic_path
+from napari_avan.core.files import atomic_path, write_buffered
 from napari_avan.io._arrays import as_numpy
 from napari_avan.io._meta import Found, exact_nm, unit_to_nm
 from napari_avan.io.spec import VolumeSpec
@@ -72,6 +75,31 @@ def _imagej_voxel_size(tif: Any, attrs: dict[str, Any]) -> tuple[float, ...] | N
     return exact_nm((float(spacing), y, x), (factor, factor, factor))
 
 
+@contextlib.contextmanager
+def _damage_reports() -> Iterator[list[str]]:
+    """Collect what tifffile logs about a damaged file (it reads what it can, and warns).
+
+    A truncated stack otherwise comes back silently as fewer sections.
+    """
+    found: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if any(word in text.lower() for word in ("invalid", "corrupt", "truncat")):
+                found.append(" ".join(text.split()))
+
+    logger = logging.getLogger("tifffile")
+    handler = Collect(logging.WARNING)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def read_tiff(spec: VolumeSpec, lazy: bool) -> Found:
     """Read a TIFF stack into numpy (TIFF is not chunked, so ``lazy`` changes nothing)."""
     import tifffile
@@ -81,7 +109,7 @@ def read_tiff(spec: VolumeSpec, lazy: bool) -> Found:
         raise AvanInputError(f"{spec.path} is a TIFF file and has no keys: drop ':{spec.key}'")
     attrs: dict[str, Any] = {}
     try:
-        with tifffile.TiffFile(spec.path) as tif:
+        with _damage_reports() as damage, tifffile.TiffFile(spec.path) as tif:
             series = tif.series[0]
             axes = tuple(series.axes.lower())
             same_pages = len(tif.series) > 1 and all(
@@ -93,6 +121,16 @@ def read_tiff(spec: VolumeSpec, lazy: bool) -> Found:
                 axes = ("z", *axes)
             else:
                 data = series.asarray()
+            expected = (tif.imagej_metadata or {}).get("images") if tif.is_imagej else None
+            if isinstance(expected, int) and expected > len(tif.pages):
+                damage.append(
+                    f"ImageJ metadata lists {expected} images, the file holds {len(tif.pages)}"
+                )
+            if damage:
+                raise AvanInputError(
+                    f"cannot read {spec.path} as TIFF: {damage[0]}; the file may be truncated or "
+                    "corrupt: copy or export it again"
+                )
             voxel_size = None
             if tif.is_shaped and tif.shaped_metadata:
                 shaped = tif.shaped_metadata[0]
@@ -103,6 +141,8 @@ def read_tiff(spec: VolumeSpec, lazy: bool) -> Found:
                 if data.ndim == 2 and "voxel_size_nm" in (tif.imagej_metadata or {}):
                     # Our own single-section stack: ImageJ drops the z axis of size 1.
                     data, axes = data[np.newaxis], ("z", *axes)
+    except AvanInputError:
+        raise
     except (OSError, ValueError, tifffile.TiffFileError) as err:
         raise AvanInputError(f"cannot read {spec.path} as TIFF: {err}") from err
     if "s" in axes and data.shape[-1] in (3, 4):
@@ -133,17 +173,17 @@ def write_tiff(path: Path, data: Any, voxel_size_nm: VoxelSize | None, *, overwr
                     voxel_size_nm=",".join(repr(float(v)) for v in voxel_size_nm),
                 )
                 resolution = (_pixels_per_unit(x), _pixels_per_unit(y))
-            tifffile.imwrite(
-                tmp,
-                array,
-                imagej=True,
-                photometric="minisblack",
-                resolution=resolution,
-                metadata=metadata,
-            )
+            options: dict[str, Any] = {
+                "imagej": True,
+                "resolution": resolution,
+                "metadata": metadata,
+            }
         else:
             shaped: dict[str, Any] = {"axes": "ZYX"}
             if voxel_size_nm is not None:
                 shaped["voxel_size_nm"] = [float(v) for v in voxel_size_nm]
-            tifffile.imwrite(tmp, array, photometric="minisblack", metadata=shaped)
+            options = {"metadata": shaped}
+        write_buffered(
+            tmp, lambda out: tifffile.imwrite(out, array, photometric="minisblack", **options)
+        )
     return path

@@ -1,4 +1,4 @@
-"""Partner assignment with AVAN (DESIGN section 5).
+"""Partner assignment with AVAN.
 
 For each cleft, a patch around it (the image and the mask of that cleft, resampled to the
 model's working voxel size) goes through the network, which paints presynaptic and

@@ -1,5 +1,6 @@
-"""Model files (DESIGN section 4): a folder with ``weights.pt`` (a plain state_dict) and
-``model.json`` (architecture, working voxel size, training metadata, weights sha256).
+"""Model files (docs/architecture.md, model folders): a folder with ``weights.pt`` (a plain
+state_dict) and ``model.json`` (architecture, working voxel size, training metadata, weights
+sha256).
 
 Weights load with ``torch.load(weights_only=True)``, so a file that carries code is refused;
 the sha256 recorded in ``model.json`` (and, for bundled models, in the registry) is checked
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_avan.core.files import atomic_path
+from napari_avan.core.files import atomic_path, write_buffered
 from napari_avan.models.networks import (
     PrunerConfig,
     PrunerNet,
@@ -112,7 +113,7 @@ def save_model(
     with atomic_path(directory, overwrite=overwrite) as tmp:
         tmp.mkdir()
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        torch.save(state, tmp / WEIGHTS_FILE)
+        write_buffered(tmp / WEIGHTS_FILE, lambda out: torch.save(state, out))
         record["weights_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         for name, content in (extras or {}).items():

@@ -1,4 +1,4 @@
-"""Sliding-window prediction over a (z, y, x) volume (DESIGN section 5, detection).
+"""Sliding-window prediction over a (z, y, x) volume, the first step of cleft detection.
 
 Patches overlap and are blended with a separable bump weight, so a network whose output
 does not depend on position gives a seamless map. The volume is reflect-padded by half the

@@ -1,4 +1,4 @@
-"""Networks of DESIGN section 4: the Residual Symmetric U-Net, its cleft-detector and AVAN
+"""The networks: the Residual Symmetric U-Net, its cleft-detector and AVAN
 configurations, and the pruner network of the baselines.
 
 All tensors are (batch, channel, z, y, x). Convolutions are padded so that a network's
@@ -20,7 +20,7 @@ from napari_avan.types import AvanInputError
 
 NORMS = ("batch", "group")
 ACTIVATIONS = ("relu", "elu")
-#: Output channels of each cleft-detector target (DESIGN section 4).
+#: Output channels of each cleft-detector target.
 DETECTOR_TARGETS = {"mask": 1, "proximity": 1, "cleftnet": 2}
 
 
@@ -146,7 +146,7 @@ class ResizeConv(nn.Module):
 
 
 class ResidualSymmetricUNet(nn.Module):
-    """Residual Symmetric U-Net (DESIGN section 4); returns logits."""
+    """Residual Symmetric U-Net; returns logits."""
 
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
@@ -227,7 +227,7 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 def cleft_detector_config(
     target: str = "mask", widths: tuple[int, ...] = (16, 32, 64, 128), norm: str = "batch"
 ) -> UNetConfig:
-    """The cleft detector: one input channel; outputs per ``target`` (DESIGN section 4)."""
+    """The cleft detector: one input channel; outputs per ``target`` (``DETECTOR_TARGETS``)."""
     if target not in DETECTOR_TARGETS:
         raise AvanInputError(f"detector target {target!r} is not one of {sorted(DETECTOR_TARGETS)}")
     return UNetConfig(1, DETECTOR_TARGETS[target], widths, norm)

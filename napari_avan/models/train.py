@@ -1,4 +1,4 @@
-"""Training the cleft detector, AVAN and the pruner baselines (DESIGN sections 3 and 4).
+"""Training the cleft detector, AVAN and the pruner baselines (``napari-avan train``).
 
 Volumes are resampled once to the model's working voxel size. Each step draws a batch of
 patches, augments them (:mod:`napari_avan.models.augment`) and takes an Adam step whose
@@ -7,7 +7,8 @@ or minutes, whichever ends first). Every ``val_every`` steps the model is scored
 validation volumes through the same code that serves users (sliding-window detection;
 AVAN assignment of every validation cleft); the best model so far is written to the output
 folder with the training log, and a resumable training state rides beside it until the run
-ends. :func:`iter_train` yields :class:`TrainProgress` after every step.
+ends. :func:`iter_train` yields :class:`TrainProgress` after every step. What the output
+folder holds is described in docs/architecture.md (model folders).
 
 Sampling:
 - detector: patches alternate between positive (holding at least ``min_positive`` cleft

@@ -95,8 +95,8 @@ def test_disk_full_leaves_nothing(
 def test_disk_full_tiff_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tifffile
 
-    def partial_write(path: Any, *args: Any, **kwargs: Any) -> None:
-        Path(path).write_bytes(b"II*\x00 half a tiff")
+    def partial_write(out: Any, *args: Any, **kwargs: Any) -> None:
+        out.write(b"II*\x00 half a tiff")
         _disk_full()
 
     monkeypatch.setattr(tifffile, "imwrite", partial_write)
@@ -243,3 +243,23 @@ def test_temporaries_of_killed_processes_are_swept(tmp_path: Path) -> None:
         write_volume(target, _second(), VOXEL)  # the original was put back first
     assert not left.exists() and not original.exists() and mine.exists()
     np.testing.assert_array_equal(np.load(target), _first())
+
+
+def test_nested_temporaries_of_killed_processes_are_swept(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from napari_avan.core.files import temp_sibling
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    target = tmp_path / "out.zarr"
+    outer = temp_sibling(target)
+    outer = outer.with_name(outer.name.replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-"))
+    inner = temp_sibling(outer)  # written by the dead process too, under its own pid here
+    inner = inner.with_name(inner.name.replace(f"-{os.getpid()}-", f"-{int(dead.stdout)}-"))
+    other = tmp_path / ".out.zarr.backup"  # not ours: kept
+    for folder in (outer, inner, other):
+        folder.mkdir()
+    write_volume(target, _first(), VOXEL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.zarr.backup", "out.zarr"]

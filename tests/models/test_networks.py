@@ -1,4 +1,4 @@
-"""Networks and model files (DESIGN section 4), on tiny configurations."""
+"""Networks and model files (docs/architecture.md, model folders), on tiny configurations."""
 
 from __future__ import annotations
 

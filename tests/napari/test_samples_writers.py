@@ -1,4 +1,4 @@
-"""Samples with precomputed predictions (and their cache), the edge-table writer and reader."""
+"""Samples with predictions (computed once, then cached), the edge-table writer and reader."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,55 @@ def _reference(partners: Any, cleft_id: int) -> Any:
         run=run,
         **partners._assign_kwargs(),
     )
+
+
+#: What a table cell may show: an integer (ids) or a number with 3 fixed decimals (scores).
+INTEGER = re.compile(r"^\d+$")
+FIXED_3 = re.compile(r"^\d+\.\d{3}$")
+
+
+def _shown_texts(table: Any) -> list[list[str]]:
+    """Cell texts as drawn on screen: through the table's item delegate, not item.text()."""
+    from qtpy.QtCore import QLocale, Qt
+
+    native = table.native
+    delegate = native.itemDelegate()
+    return [
+        [
+            delegate.displayText(native.item(r, c).data(Qt.ItemDataRole.DisplayRole), QLocale())
+            for c in range(native.columnCount())
+        ]
+        for r in range(native.rowCount())
+    ]
+
+
+def _assert_columns_fit(table: Any) -> None:
+    """Every column shows its whole header and contents, and all fit without scrolling."""
+    native = table.native
+    header = native.horizontalHeader()
+    widths = [header.sectionSize(i) for i in range(native.columnCount())]
+    for i, width in enumerate(widths):
+        assert width >= header.sectionSizeHint(i), (i, widths)
+        assert width >= native.sizeHintForColumn(i), (i, widths)
+    assert sum(widths) <= native.viewport().width(), (widths, native.viewport().width())
+    assert native.horizontalScrollBar().maximum() == 0
+
+
+def test_cell_text_uses_fixed_decimals() -> None:
+    from napari_avan._napari._partners_widget import cell_text
+
+    assert [cell_text(v) for v in (0.015, 0.923, 1e-7, 1.0, np.float32(0.5))] == [
+        "0.015",
+        "0.923",
+        "0.000",
+        "1.000",
+        "0.500",
+    ]
+    assert [cell_text(v) for v in (7, np.uint32(4294967295), "post")] == [
+        "7",
+        "4294967295",
+        "post",
+    ]
 
 
 def test_widgets_come_from_the_manifest(make_napari_viewer) -> None:
@@ -150,6 +200,18 @@ def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
     assert list(zip(edges["presyn_segid"], edges["postsyn_segid"], strict=True)) == out.edges
     assert partners.synapses.data.to_list()[0][:3] == [cleft_id, *out.edges[0]]
     assert {row[0] for row in partners.scores.data.to_list()} == set(out.candidates.tolist())
+    # the tables as shown: ids as integers, scores with 3 fixed decimals (no 1.500e-02
+    # beside 0.9230), every column whole at the default dock width
+    process_events(0.2)
+    for table, kinds in ((partners.scores, "iffs"), (partners.synapses, "iiiff")):
+        shown = _shown_texts(table)
+        assert shown and all(len(row) == len(kinds) for row in shown)
+        for row in shown:
+            for text, kind in zip(row, kinds, strict=True):
+                pattern = {"i": INTEGER, "f": FIXED_3}.get(kind)
+                assert pattern.match(text) if pattern else text in ("pre", "post", ""), row
+        _assert_columns_fit(table)
+    assert any(float(row[1]) < 0.1 for row in _shown_texts(partners.scores))  # was 1e-notation
     points = viewer.layers["synapses"]
     assert len(points.data) == len(edges)
     assert list(points.features["cleft_segid"]) == [cleft_id] * len(edges)
