@@ -16,7 +16,6 @@ import argparse
 import json
 from pathlib import Path
 
-from napari_avan.cli import SYNTH_VAL_SEED
 from napari_avan.core.synth import synthesize
 from napari_avan.models.checkpoint import BUNDLED_DIR, META_FILE, load_model
 from napari_avan.models.device import plan
@@ -27,6 +26,7 @@ from napari_avan.models.pruners import (
     predict_proximity,
 )
 from napari_avan.models.train import prepare_volume
+from napari_avan.models.training_data import SYNTH_VAL_SEED
 from napari_avan.models.tune import tune_avan, tune_detector, tune_pruner
 
 

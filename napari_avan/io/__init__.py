@@ -27,7 +27,9 @@ from napari_avan.io.volumes import (
     WRITE_FORMATS,
     check_volume_shape,
     list_keys,
+    read_labels,
     read_volume,
+    voxel_size_of,
     write_volume,
 )
 
@@ -45,10 +47,12 @@ __all__ = [
     "parse_spec",
     "partners_from_cremi",
     "read_cremi",
+    "read_labels",
     "read_partners",
     "read_sample",
     "read_table",
     "read_volume",
+    "voxel_size_of",
     "write_cremi",
     "write_sample",
     "write_table",

@@ -163,6 +163,27 @@ def read_volume(
     return Volume(data=data, voxel_size_nm=voxel_size, source=source, attrs=attrs)
 
 
+def read_labels(spec: str, role: str, voxel_size: VoxelSize | None = None) -> Volume:
+    """Read label volume ``spec`` whole; a one-line error unless it holds integers."""
+    vol = read_volume(spec, voxel_size, lazy=False, role=role)
+    if vol.data.dtype.kind not in "ui":
+        raise AvanInputError(
+            f"{role} {spec!r} has dtype {vol.data.dtype}: labels must be integers "
+            "(0 background, ids 1..N)"
+        )
+    return vol
+
+
+def voxel_size_of(spec: str, *volumes: Volume | None) -> VoxelSize:
+    """The first voxel size any of ``volumes`` knows, or a one-line error naming ``spec``."""
+    for vol in volumes:
+        if vol is not None and vol.voxel_size_nm is not None:
+            return vol.voxel_size_nm
+    raise AvanInputError(
+        f"the voxel size of {spec!r} is unknown: pass --voxel-size Z,Y,X (nm), e.g. 40,4,4"
+    )
+
+
 def list_keys(path: str | Path) -> list[str]:
     """Keys of the volumes in a file or zarr store (empty when it is a single array)."""
     path = Path(path)

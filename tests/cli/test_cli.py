@@ -204,3 +204,49 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert expected in lines[0]
     assert "Traceback" not in run.stderr
     assert sorted(p.name for p in bad_inputs.iterdir()) == before  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--val-image", "x.zarr"],
+            "give --val-image, --val-segmentation, --val-clefts, --val-partners the same number "
+            "of times (one group per volume)",
+        ),
+        (
+            ["--image", "x.zarr", "--clefts", "c.zarr"],
+            "give --image, --segmentation, --clefts, --partners the same number of times (one "
+            "group per volume)",
+        ),
+    ],
+)
+def test_train_refuses_groups_of_mismatched_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    out = tmp_path / "model"
+    assert main(["train", "clefts", "--out", str(out), "--steps", "1", *args]) == 2
+    assert capsys.readouterr().err == f"napari-avan: error: {expected}\n"
+    assert not out.exists()
+
+
+def test_progress_bar_helper_yields_every_step_and_follows_the_totals(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from types import SimpleNamespace
+
+    from napari_avan.cli._common import drive
+
+    steps = [SimpleNamespace(done=d, total=4) for d in (1, 3, 4)]
+    seen: list[tuple[int, int | None]] = []
+    driven = drive(
+        iter(steps),
+        desc="test",
+        unit="patch",
+        quiet=False,
+        show=lambda bar, step: seen.append((bar.n, bar.total)),
+    )
+    assert list(driven) == steps
+    assert seen == [(1, 4), (3, 4), (4, 4)]
+    err = capsys.readouterr().err
+    assert "test: 100%" in err and "4/4" in err and "patch" in err

@@ -1,0 +1,157 @@
+"""Training data: the volume groups a model is trained and validated on.
+
+A :class:`VolumeGroup` is one volume with its truth: image, neuron segmentation, cleft
+labels, partners and voxel size. Groups are read from volume specs (:func:`read_groups`),
+generated (:func:`synthetic_groups`, with the seeds of the training recipes) or cut in two
+along an axis for validation (:func:`split_groups`). ``napari-avan train`` assembles its
+data with these; :func:`napari_avan.models.train.prepare_volume` turns a group into a
+training volume.
+
+Importing this module is cheap: numpy, zarr and the readers load when a function needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_avan.types import AvanInputError, VoxelSize, check_same_shape
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+#: Synthetic seeds of the training recipes, by polyadic; benchmarks hold out seeds from
+#: HOLDOUT_SEED on.
+SYNTH_TRAIN_SEED = {False: 1000, True: 1500}
+SYNTH_VAL_SEED = {False: 2000, True: 2500}
+HOLDOUT_SEED = 9000
+
+_AXES = "zyx"
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeGroup:
+    """One volume and its truth, (z, y, x) arrays of one shape.
+
+    ``name`` says where it came from in messages and training logs (the image spec, a
+    synthetic seed, a split like ``a.zarr [y<700]``).
+    """
+
+    name: str
+    image: Any
+    segmentation: Any
+    clefts: Any
+    partners: pd.DataFrame
+    voxel_size_nm: VoxelSize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.image.shape)
+
+
+def read_groups(
+    images: Sequence[str],
+    segmentations: Sequence[str],
+    clefts: Sequence[str],
+    partners: Sequence[str | Path],
+    voxel_size: VoxelSize | None = None,
+    *,
+    flag_prefix: str = "--",
+) -> list[VolumeGroup]:
+    """Read one group per image: the i-th image with the i-th segmentation, clefts, partners.
+
+    Args:
+        images, segmentations, clefts: volume specs (``PATH`` or ``PATH:KEY``).
+        partners: partner CSVs (``cleft_id, pre_id, post_id``).
+        voxel_size: for volumes whose files do not record theirs (nm).
+        flag_prefix: how the command line spells the four lists (``--`` for ``--image``,
+            ``--val-`` for ``--val-image``), for the error when their lengths differ.
+
+    Raises:
+        AvanInputError: lists of different lengths, unreadable or mismatched volumes,
+            labels that are not integers, an unknown voxel size.
+    """
+    from napari_avan.io import read_labels, read_partners, read_volume, voxel_size_of
+
+    lists = (images, segmentations, clefts, partners)
+    if len({len(x) for x in lists}) != 1:
+        names = ("image", "segmentation", "clefts", "partners")
+        flags = ", ".join(f"{flag_prefix}{n}" for n in names)
+        raise AvanInputError(f"give {flags} the same number of times (one group per volume)")
+    groups = []
+    for spec, seg_spec, cleft_spec, partner_path in zip(*lists, strict=True):
+        image = read_volume(spec, voxel_size, lazy=False, role="image")
+        seg = read_labels(seg_spec, "segmentation", voxel_size)
+        cleft_vol = read_labels(cleft_spec, "clefts", voxel_size)
+        check_same_shape(image=image, segmentation=seg, clefts=cleft_vol)
+        voxel = voxel_size_of(spec, image, seg, cleft_vol)
+        table = read_partners(partner_path)
+        groups.append(VolumeGroup(spec, image.data, seg.data, cleft_vol.data, table, voxel))
+    return groups
+
+
+def synthetic_group_name(seed: int, polyadic: bool) -> str:
+    """``synthetic-dyadic-seed1000``, ``synthetic-polyadic-seed1500``."""
+    return f"synthetic-{'polyadic' if polyadic else 'dyadic'}-seed{seed}"
+
+
+def synthetic_groups(
+    count: int, polyadic: bool, first_seed: int, shape: tuple[int, int, int] | None = None
+) -> list[VolumeGroup]:
+    """``count`` synthetic volumes of seeds ``first_seed``, ``first_seed + 1``, ...
+
+    ``shape`` is (z, y, x) in voxels; None keeps the generator's default.
+    """
+    from napari_avan.core.synth import synthesize
+
+    overrides: dict[str, Any] = {"polyadic": polyadic}
+    if shape is not None:
+        overrides["shape"] = shape
+    groups = []
+    for seed in range(first_seed, first_seed + count):
+        s = synthesize(seed=seed, **overrides)
+        name = synthetic_group_name(seed, polyadic)
+        groups.append(
+            VolumeGroup(name, s.image, s.segmentation, s.clefts, s.partners, s.voxel_size_nm)
+        )
+    return groups
+
+
+def split_groups(
+    groups: Sequence[VolumeGroup], axis: int, index: int, *, option: str = "--val-split"
+) -> tuple[list[VolumeGroup], list[VolumeGroup]]:
+    """Cut each group at ``index`` along ``axis`` (0 z, 1 y, 2 x): (before, from index on).
+
+    The parts are named ``NAME [y<700]`` and ``NAME [y>=700]`` and keep the whole partner
+    table (training drops the rows of clefts a part does not hold). ``option`` names the
+    setting in the error for an index outside a volume.
+    """
+    if axis not in (0, 1, 2) or index < 1:
+        raise AvanInputError(f"{option} must cut along z, y or x at an index of 1 or more")
+    cut = _AXES[axis]
+    before: list[VolumeGroup] = []
+    after: list[VolumeGroup] = []
+    for group in groups:
+        size = group.shape[axis]
+        if index >= size:
+            raise AvanInputError(
+                f"{option} index {index} is outside {group.name} (size {size} along {cut})"
+            )
+        lo = tuple(slice(0, index) if a == axis else slice(None) for a in range(3))
+        hi = tuple(slice(index, None) if a == axis else slice(None) for a in range(3))
+        before.append(_cut(group, lo, f"{group.name} [{cut}<{index}]"))
+        after.append(_cut(group, hi, f"{group.name} [{cut}>={index}]"))
+    return before, after
+
+
+def _cut(group: VolumeGroup, box: tuple[slice, ...], name: str) -> VolumeGroup:
+    return dataclasses.replace(
+        group,
+        name=name,
+        image=group.image[box],
+        segmentation=group.segmentation[box],
+        clefts=group.clefts[box],
+    )
