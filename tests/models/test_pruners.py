@@ -191,7 +191,8 @@ def test_proximity_pruner_trains_on_a_proximity_map_and_keeps_its_detector(
     truth = {id(v.image): signed_proximity(v.clefts, v.segmentation, v.partners, VOXEL)
              for v in train + val}  # fmt: skip
     monkeypatch.setattr(
-        "napari_avan.models.train.predict_proximity", lambda _m, image, *a, **k: truth[id(image)]
+        "napari_avan.models.train.validation.predict_proximity",
+        lambda _m, image, *a, **k: truth[id(image)],
     )
     list(iter_train(settings, train, val, tmp_path / "c", run=FP32,
                     proximity_model=trained / "prox"))  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,26 @@ import torch
 from napari_avan.cli import main
 from napari_avan.core.synth import synthesize
 from napari_avan.models.augment import Augmentation, geometric, intensity
-from napari_avan.models.checkpoint import load_model, resolve_model
+from napari_avan.models.checkpoint import LoadedModel, load_model, resolve_model
+from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH
 from napari_avan.models.device import plan
+from napari_avan.models.networks import PrunerNet, ResidualSymmetricUNet
 from napari_avan.models.train import (
     LOG_FILE,
     RECIPE_FILE,
     STATE_FILE,
     AvanSampler,
+    AvanTask,
+    CleftDetectorTask,
     DetectorSampler,
+    MaskPrunerTask,
+    ProximityDetectorTask,
+    ProximityPrunerTask,
     TrainSettings,
     detector_voxel_size,
     iter_train,
     prepare_volume,
+    task_for,
 )
 from napari_avan.models.tune import (
     DETECTOR_MIN_VOLUMES_NM3,
@@ -144,6 +153,99 @@ def test_prepare_volume_resamples_and_checks(volumes) -> None:
         prepare_volume(
             s.image, s.segmentation.astype(float), s.clefts, s.partners, (40, 4, 4), (40, 4, 4)
         )
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "task", "model_task", "model_target", "network"),
+    [
+        ("clefts", "mask", CleftDetectorTask, "cleft-detector", "mask", ResidualSymmetricUNet),
+        ("clefts", "proximity", ProximityDetectorTask, "cleft-detector", "proximity",
+         ResidualSymmetricUNet),
+        ("avan", "mask", AvanTask, "avan", "pre-post", ResidualSymmetricUNet),
+        ("mask-pruner", "mask", MaskPrunerTask, "mask-pruner", "pair", PrunerNet),
+        ("proximity-pruner", "mask", ProximityPrunerTask, "proximity-pruner", "pair", PrunerNet),
+    ],
+)  # fmt: skip
+def test_task_for_picks_the_task_of_kind_and_target(
+    kind, target, task, model_task, model_target, network
+) -> None:
+    chosen = task_for(_settings(kind, target=target, widths=(16, 16)), proximity_model="p")
+    assert type(chosen) is task
+    assert (chosen.model_task, chosen.target) == (model_task, model_target)
+    net = chosen.network(None)
+    assert isinstance(net, network)
+    if isinstance(net, ResidualSymmetricUNet):
+        channels = (1, 1) if kind == "clefts" else (2, 2)
+        assert (net.config.in_channels, net.config.out_channels) == channels
+    # only the detector infers with a larger window than it trains on
+    window = chosen.inference_window()
+    assert window == ({"patch": list(DEFAULT_PATCH), "overlap": list(DEFAULT_OVERLAP)}
+                      if kind == "clefts" else {})  # fmt: skip
+
+
+def test_each_task_scores_a_hand_made_batch_with_its_loss() -> None:
+    zeros = torch.zeros(2, 1, 2, 2, 2)
+    half = torch.full((2, 1, 2, 2, 2), 0.5)
+    ones = torch.ones(2, 1, 2, 2, 2)
+    ln2 = math.log(2)
+    # BCE of logit 0 is ln 2 whatever the target; Dice of p = 0.5 on 8 true voxels:
+    # 1 - (2 * 4 + 1) / (4 + 8 + 1)
+    loss = task_for(_settings("clefts")).loss(zeros, ones)
+    assert float(loss) == pytest.approx(ln2 + 1 - 9 / 13)
+    loss = task_for(_settings("clefts", target="proximity")).loss(zeros, half)
+    assert float(loss) == pytest.approx(0.25)  # (tanh 0 - 0.5)^2
+    loss = task_for(_settings("clefts", target="proximity")).loss(torch.full_like(half, 50), ones)
+    assert float(loss) == pytest.approx(0.0)
+    assert float(task_for(_settings("avan")).loss(zeros, ones)) == pytest.approx(ln2)
+    # pruners: one logit per pair, targets (batch, 1)
+    pruner = task_for(_settings("mask-pruner"))
+    logits, labels = torch.tensor([0.0, 100.0, -100.0]), torch.tensor([[1.0], [1.0], [0.0]])
+    assert float(pruner.loss(logits, labels)) == pytest.approx(ln2 / 3)
+
+
+def test_tasks_rank_validations_by_their_own_figures() -> None:
+    detector = task_for(_settings("clefts"))
+    assert detector.better({"cleft_f1": 0.5, "voxel_f1": 0.1}, None)
+    assert detector.better({"cleft_f1": 0.5, "voxel_f1": 0.2}, {"cleft_f1": 0.5, "voxel_f1": 0.1})
+    assert not detector.better({"cleft_f1": 0.4, "voxel_f1": 0.9},
+                               {"cleft_f1": 0.5, "voxel_f1": 0.1})  # fmt: skip
+    proximity = task_for(_settings("clefts", target="proximity"))
+    assert proximity.rank_keys == ("sign_f1",)
+    dyadic_first = {"accuracy": 0.9, "edge_f1": 0.1}
+    edges_first = {"accuracy": 0.5, "edge_f1": 0.8}
+    for kind in ("avan", "mask-pruner", "proximity-pruner"):
+        assert task_for(_settings(kind)).better(dyadic_first, edges_first)
+        assert task_for(_settings(kind, polyadic=True)).better(edges_first, dyadic_first)
+
+
+def test_tasks_check_init_models_and_the_proximity_detector(volumes) -> None:
+    unet = task_for(_settings("avan")).network(None)
+    pruner = task_for(_settings("mask-pruner")).network(None)
+    with pytest.raises(AvanInputError, match="not a clefts model"):
+        task_for(_settings("clefts")).network(LoadedModel(unet))
+    with pytest.raises(AvanInputError, match="not a pruner"):
+        task_for(_settings("mask-pruner")).network(LoadedModel(unet))
+    with pytest.raises(AvanInputError, match="2 input and 2 output channels"):
+        task_for(_settings("avan")).network(LoadedModel(pruner))
+    assert task_for(_settings("avan")).network(LoadedModel(unet)) is unet
+    train, val = volumes
+    with pytest.raises(AvanInputError, match="needs its signed proximity detector"):
+        task_for(_settings("proximity-pruner")).prepare(train, val, FP32)
+
+
+def test_the_proximity_detector_tunes_nothing(volumes) -> None:
+    task = task_for(_settings("clefts", target="proximity"))
+    task.prepare(*volumes, FP32)
+    assert len(task.val_targets) == len(volumes[1])
+    assert -1 <= task.val_targets[0].min() and task.val_targets[0].max() <= 1
+
+    def best():
+        raise AssertionError("no model is built for nothing to tune")
+
+    assert task.tune(best, FP32) == {}
 
 
 # --------------------------------------------------------------------------- the loop
