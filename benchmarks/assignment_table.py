@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_avan.cli import HOLDOUT_SEED, SYNTH_VAL_SEED
 from napari_avan.core.metrics import (
     assignment_metrics,
     cleft_metrics,
     edge_metrics,
     precision_recall_f1,
 )
+from napari_avan.core.partners import CleftAssignment, decide_partners
 from napari_avan.core.synth import synthesize
-from napari_avan.models.assign import CleftAssignment, decide_partners, iter_assign
+from napari_avan.models.assign import iter_assign
 from napari_avan.models.checkpoint import BUNDLED_DIR, LoadedModel, resolve_model
 from napari_avan.models.detect import detect
 from napari_avan.models.device import RunPlan, plan
@@ -46,6 +46,7 @@ from napari_avan.models.pruners import (
     load_proximity,
     predict_proximity,
 )
+from napari_avan.models.training_data import HOLDOUT_SEED, SYNTH_VAL_SEED
 
 ROOT = Path(__file__).resolve().parents[1]
 VNC = ROOT.parent / "shared" / "data" / "vnc_stack1_left"

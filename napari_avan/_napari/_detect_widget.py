@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from magicgui.widgets import (
     ComboBox,
     FloatSpinBox,
@@ -19,9 +20,6 @@ from magicgui.widgets import (
 )
 
 from napari_avan._napari._geometry import (
-    Box,
-    box_offset,
-    grow_box,
     layer_voxel_size,
     shapes_box,
     viewer_viewport_box,
@@ -29,7 +27,8 @@ from napari_avan._napari._geometry import (
 from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
-from napari_avan._napari._partners_work import shift_points
+from napari_avan._napari._workers import JobKind
+from napari_avan.core.geometry import Box, box_offset, grow_box, shift_points
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
@@ -39,6 +38,66 @@ if TYPE_CHECKING:
 SCOPES = ("viewport", "whole volume", "drawn box")
 #: Voxels of context added around a viewport or box so its edges see what lies beyond.
 CONTEXT_VOXELS = (2, 32, 32)
+#: The clefts layer's metadata key for the highest cleft id a run gave so far.
+LAST_ID_KEY = "last_cleft_id"
+
+
+def merged_cleft_table(
+    before: pd.DataFrame | None,
+    labels: np.ndarray,
+    prob: np.ndarray | None,
+    box: Box,
+    replaced_ids: np.ndarray,
+    new_rows: pd.DataFrame,
+) -> pd.DataFrame:
+    """The cleft table of a clefts layer after a run rewrote ``box`` of it.
+
+    Args:
+        before: the layer's table before the run; None when it had none (every cleft
+            is then measured again).
+        labels: the layer's labels after the run.
+        prob: the probability layer after the run (each cleft's ``score``), or None.
+        box: the region the run replaced.
+        replaced_ids: the cleft ids that region held before the run.
+        new_rows: the run's own clefts, in volume coordinates and layer ids.
+
+    Returns:
+        One row per cleft in ``labels``, by increasing id: the rows of ``before`` for the
+        clefts the run left alone, ``new_rows``, and rows measured again for the clefts
+        the box cut (their voxels outside it stay in the layer); clefts wholly inside the
+        box are gone.
+    """
+    from napari_avan.core.tables import cleft_table
+
+    if before is None:
+        return cleft_table(np.asarray(labels), None if prob is None else np.asarray(prob))
+    ids = before["cleft_segid"].to_numpy()
+    hit = np.isin(ids, replaced_ids)
+    inside = np.ones(len(before), bool)
+    for axis, s in zip("zyx", box, strict=True):
+        inside &= (before[f"bbox_b{axis}"].to_numpy() >= s.start) & (
+            before[f"bbox_e{axis}"].to_numpy() <= s.stop
+        )
+    cut = before[hit & ~inside]
+    unknown = np.setdiff1d(replaced_ids, ids)  # in the layer but not in its table
+    frames = [before[~hit], new_rows]
+    redo = np.union1d(cut["cleft_segid"].to_numpy(), unknown)
+    if redo.size:
+        if unknown.size:
+            crop = tuple(slice(0, int(n)) for n in labels.shape)
+        else:
+            crop = tuple(
+                slice(int(cut[f"bbox_b{a}"].min()), int(cut[f"bbox_e{a}"].max())) for a in "zyx"
+            )
+        part = np.asarray(labels[crop])
+        part = np.where(np.isin(part, redo), part, 0).astype(part.dtype)
+        values = None if prob is None else np.asarray(prob[crop])
+        frames.append(shift_points(cleft_table(part, values), [s.start for s in crop]))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return new_rows.iloc[0:0].reset_index(drop=True)
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.sort_values("cleft_segid", kind="stable").reset_index(drop=True)
 
 
 class DetectWidget(ModelWidget):
@@ -147,6 +206,7 @@ class DetectWidget(ModelWidget):
         return self.runner.start(
             "Detect clefts",
             work,
+            kind=JobKind.DETECT,
             on_yield=lambda step: self._on_step(step, layer, box, voxel),
             on_done=self._on_done,
             on_error=lambda reason: self._fail(reason, tell=False),
@@ -166,17 +226,30 @@ class DetectWidget(ModelWidget):
         prob_layer, clefts_layer = self._output_layers(image_layer, voxel)
         prob_layer.data[box] = det.prob
         region = clefts_layer.data[box]
-        previous = int(np.count_nonzero(np.unique(region)))
+        replaced_ids = np.unique(region)
+        replaced_ids = replaced_ids[replaced_ids != 0]
+        previous = int(replaced_ids.size)
+        before = clefts_layer.metadata.get("cleft_table")
+        # new ids start above every id the layer ever held (the region's too, and those
+        # of clefts replaced since), so an id never names two clefts
+        offset = int(clefts_layer.data.max())
+        offset = max(offset, int(clefts_layer.metadata.get(LAST_ID_KEY, 0)))
+        if before is not None and len(before):
+            offset = max(offset, int(before["cleft_segid"].max()))
+        elif before is None and offset == 0:
+            before = det.table.iloc[0:0]  # an empty layer: nothing to keep
         region[...] = 0
         labels = det.clefts.astype(clefts_layer.data.dtype)
-        offset = int(clefts_layer.data.max())
         labels[labels > 0] += offset
         region[...] = labels
         prob_layer.refresh()
         clefts_layer.refresh()
         table = shift_points(det.table, box_offset(box))
         table["cleft_segid"] = table["cleft_segid"] + offset
-        clefts_layer.metadata["cleft_table"] = table
+        clefts_layer.metadata["cleft_table"] = merged_cleft_table(
+            before, clefts_layer.data, prob_layer.data, box, replaced_ids, table
+        )
+        clefts_layer.metadata[LAST_ID_KEY] = offset + int(det.clefts.max(initial=0))
         self.last_result = det
         found = len(det.table)
         replaced = f", replacing {previous} in that region" if previous else ""

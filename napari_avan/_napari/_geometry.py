@@ -1,20 +1,20 @@
-"""Where things are: layer voxel sizes, the visible region, boxes around a cleft.
+"""Where things are, read from napari objects: layer voxel sizes and checks, the visible
+region, a drawn box.
 
-The functions that do the arithmetic take plain numbers (camera centre and zoom, canvas
-size, layer scale) so they are tested without a viewer; thin wrappers read those numbers
-from napari objects.
+The arithmetic (:func:`napari_avan.core.geometry.viewport_box` and the other box helpers)
+takes plain numbers (camera centre and zoom, canvas size, layer scale) and lives in
+:mod:`napari_avan.core.geometry`, where it is tested without a viewer; the functions here
+are thin wrappers that read those numbers from layers and viewers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from napari_avan.core.geometry import Box, clip_range, viewport_box
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
-
-Box = tuple[slice, slice, slice]
 
 
 def layer_voxel_size(layer: Any) -> VoxelSize:
@@ -80,60 +80,6 @@ def check_aligned(*layers: Any) -> tuple[int, ...]:
     return shape
 
 
-def _clip_range(begin: float, end: float, size: int) -> slice:
-    lo = int(np.clip(np.floor(begin), 0, size))
-    hi = int(np.clip(np.ceil(end), 0, size))
-    return slice(lo, max(lo, hi))
-
-
-def viewport_box(
-    shape: Sequence[int],
-    scale: Sequence[float],
-    translate: Sequence[float],
-    *,
-    center_world: Sequence[float],
-    zoom: float,
-    canvas_hw: Sequence[int],
-    displayed: Sequence[int],
-    point_world: Sequence[float],
-    depth: int = 1,
-) -> Box:
-    """The part of a volume the canvas shows, in data (voxel) coordinates.
-
-    In a 2D view the displayed axes span the canvas (centre +- half the canvas over the
-    zoom, in world units) and the other axis is the current slice widened to ``depth``
-    sections. In a 3D view the whole volume is visible.
-
-    Args:
-        shape, scale, translate: the layer's data shape and world transform.
-        center_world: camera centre (world, one value per axis or per displayed axis).
-        zoom: screen pixels per world unit.
-        canvas_hw: canvas height and width in screen pixels.
-        displayed: the displayed axes (2 for a 2D view, 3 for 3D).
-        point_world: the dims point (world), which fixes the slice of hidden axes.
-        depth: sections around the current slice that count as visible.
-    """
-    if len(displayed) == 3:
-        return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
-    if zoom <= 0:
-        raise AvanInputError(f"camera zoom must be positive, got {zoom}")
-    centre = list(center_world)[-len(displayed) :]
-    half = [canvas_hw[0] / 2 / zoom, canvas_hw[1] / 2 / zoom]
-    box: list[slice] = []
-    for axis in range(3):
-        s, t, n = float(scale[axis]), float(translate[axis]), int(shape[axis])
-        if axis in displayed:
-            k = list(displayed).index(axis)
-            lo = (centre[k] - half[k] - t) / s
-            hi = (centre[k] + half[k] - t) / s
-            box.append(_clip_range(lo + 0.5, hi + 0.5, n))
-        else:
-            index = int(np.clip(np.round((float(point_world[axis]) - t) / s), 0, n - 1))
-            below = max(0, depth - 1) // 2
-            box.append(_clip_range(index - below, index - below + max(1, depth), n))
-    return (box[0], box[1], box[2])
-
-
 def camera_of(viewer: Any) -> Any:
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9, else ``viewer.camera``)."""
     scene = getattr(viewer, "scene", None)
@@ -181,72 +127,9 @@ def shapes_box(shapes_layer: Any, layer: Any, depth: int = 1) -> Box:
         if hi[axis] - lo[axis] < 1:
             centre = int(np.round(lo[axis]))
             below = max(0, depth - 1) // 2
-            box.append(_clip_range(centre - below, centre - below + max(1, depth), n))
+            box.append(clip_range(centre - below, centre - below + max(1, depth), n))
         else:
-            box.append(_clip_range(lo[axis], hi[axis] + 1, n))
+            box.append(clip_range(lo[axis], hi[axis] + 1, n))
     if any(s.stop <= s.start for s in box):
         raise AvanInputError("the drawn box lies outside the volume: draw it over the image")
     return (box[0], box[1], box[2])
-
-
-def grow_box(box: Box, margin: Sequence[int], shape: Sequence[int]) -> Box:
-    """``box`` widened by ``margin`` voxels on each side, clipped to ``shape``."""
-    out = [
-        slice(max(0, s.start - m), min(int(n), s.stop + m))
-        for s, m, n in zip(box, margin, shape, strict=True)
-    ]
-    return (out[0], out[1], out[2])
-
-
-def union_box(boxes: Iterable[Box]) -> Box:
-    """The smallest box holding all of ``boxes``."""
-    chosen = list(boxes)
-    out = [
-        slice(min(b[axis].start for b in chosen), max(b[axis].stop for b in chosen))
-        for axis in range(3)
-    ]
-    return (out[0], out[1], out[2])
-
-
-def box_offset(box: Box) -> np.ndarray:
-    """The (z, y, x) voxel offset of a box's first corner."""
-    return np.array([s.start for s in box], dtype=np.int64)
-
-
-def cleft_box(clefts: Any, cleft_id: int, point: Sequence[int], start_half: int = 64) -> Box:
-    """The bounding box of cleft ``cleft_id`` found by scanning outward from ``point``.
-
-    A window around ``point`` doubles until the cleft no longer touches its faces (or
-    the window is the whole volume), so a click reads a few thousand voxels, not the
-    volume. Returns the bounding box in volume coordinates.
-
-    Raises:
-        AvanInputError: the cleft has no voxel near ``point``.
-    """
-    shape = tuple(int(n) for n in clefts.shape)
-    half = [max(2, start_half // 8), start_half, start_half]
-    while True:
-        window = tuple(
-            slice(max(0, int(p) - h), min(n, int(p) + h + 1))
-            for p, h, n in zip(point, half, shape, strict=True)
-        )
-        hits = np.argwhere(np.asarray(clefts[window]) == cleft_id)
-        if hits.size == 0:
-            raise AvanInputError(f"cleft {cleft_id} has no voxel near {tuple(point)}")
-        lo = hits.min(axis=0)
-        hi = hits.max(axis=0) + 1
-        full = all(w.start == 0 and w.stop == n for w, n in zip(window, shape, strict=True))
-        touches = any(
-            (lo[a] == 0 and window[a].start > 0)
-            or (hi[a] == window[a].stop - window[a].start and window[a].stop < shape[a])
-            for a in range(3)
-        )
-        if full or not touches:
-            begin = [w.start + int(b) for w, b in zip(window, lo, strict=True)]
-            end = [w.start + int(e) for w, e in zip(window, hi, strict=True)]
-            return (
-                slice(begin[0], end[0]),
-                slice(begin[1], end[1]),
-                slice(begin[2], end[2]),
-            )
-        half = [h * 2 for h in half]

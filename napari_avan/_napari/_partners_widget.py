@@ -38,13 +38,9 @@ from napari_avan._napari._layers import (
 )
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
-from napari_avan._napari._partners_work import (
-    CleftOutput,
-    PartnersStep,
-    clefts_in_box,
-    iter_partners,
-)
-from napari_avan._napari._workers import notify
+from napari_avan._napari._workers import JobKind, notify
+from napari_avan.core.geometry import clefts_in_box
+from napari_avan.models.partners import CleftOutput, PartnersStep, iter_partners
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
@@ -345,7 +341,7 @@ class PartnersWidget(ModelWidget):
             return False
         cleft_id, voxel = found
         job = self.runner.job
-        if job is not None and job.name.startswith("Partners of cleft"):
+        if job is not None and job.kind is JobKind.CLICK:
             self._pending_click = (cleft_id, voxel, clicked)  # the latest click wins
             return True
         self.assign_clefts({cleft_id: voxel}, clicked=clicked)
@@ -391,6 +387,7 @@ class PartnersWidget(ModelWidget):
         job = self.runner.start(
             title,
             work,
+            kind=JobKind.CLICK if single else JobKind.ASSIGN,
             on_yield=on_yield,
             on_done=lambda completed: self._on_done(completed, redraw=not single),
             on_error=lambda reason: self._fail(reason, tell=False),

@@ -13,6 +13,7 @@ import gc
 import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from napari_avan.types import AvanInputError
@@ -44,11 +45,25 @@ def notify(message: str, level: str = "info") -> None:
     show(message)
 
 
+class JobKind(Enum):
+    """What a job does, for widgets that treat some jobs differently (a click on a cleft
+    while another click's job runs is queued; any other job makes the click wait its turn
+    as 'busy'). Tell jobs apart by this, never by their names, which are for people."""
+
+    #: Detect clefts in an image region.
+    DETECT = "detect"
+    #: Partners of one clicked cleft.
+    CLICK = "click"
+    #: Partners of many clefts (Assign viewport).
+    ASSIGN = "assign"
+
+
 @dataclass
 class Job:
-    """A running job: its name, worker and progress bar."""
+    """A running job: its name, kind, worker and progress bar."""
 
     name: str
+    kind: JobKind
     worker: Any
     pbar: Any = None
     cancelled: bool = False
@@ -74,6 +89,7 @@ class JobRunner:
         name: str,
         work: Callable[[], Iterator[Any]],
         *,
+        kind: JobKind,
         on_yield: Callable[[Any], None],
         on_done: Callable[[bool], None],
         on_error: Callable[[str], None],
@@ -84,6 +100,7 @@ class JobRunner:
         Args:
             name: what the job does, for the progress bar and messages.
             work: returns the generator to run; it runs entirely in the worker thread.
+            kind: what the job does (see :class:`JobKind`); ``job.kind`` tells it later.
             on_yield: called on the GUI thread with each yielded value.
             on_done: called on the GUI thread when the job ends; True if it finished,
                 False if it was cancelled or failed.
@@ -108,7 +125,7 @@ class JobRunner:
             yield from work()
 
         worker = create_worker(run, _start_thread=False, _ignore_errors=True)
-        job = Job(name, worker)
+        job = Job(name, kind, worker)
         if progress is not None:
             job.pbar = napari_progress(total=0, desc=name)
         failed: list[str] = []

@@ -3,17 +3,26 @@
 Everything is (z, y, x); voxel sizes are in nm as (z, y, x). Label statistics are computed
 from the foreground voxels in one sort (no mask per label), so they cost about the same for
 ten labels as for ten thousand.
+
+Boxes (a tuple of three slices) locate crops: the visible part of a volume, the bounding
+box of a cleft found without reading the whole volume, a box widened by a margin, the
+clefts in a box, and table rows made in a crop moved back to volume coordinates. They take
+plain numbers and array-likes (numpy, zarr, dask: only boxes are read); the plugin reads
+those numbers from napari objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage
 
 from napari_avan.types import AvanInputError, check_same_shape, check_voxel_size
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: In-plane radius of the candidate-region dilation around a cleft (a radius-5 diamond at
 #: about 8 nm per pixel).
@@ -23,6 +32,11 @@ DEFAULT_DILATION_SECTIONS = 3
 
 #: A (z, y, x) tuple of slices selecting a box of a volume.
 BoxSlices = tuple[slice, slice, slice]
+#: The same, under the name the box helpers below use.
+Box = BoxSlices
+
+#: Coordinate column prefixes of the edge and cleft tables that shift with a crop.
+_POINT_PREFIXES = ("presyn_", "postsyn_", "centroid_", "bbox_b", "bbox_e")
 
 
 class LabelStatistics(NamedTuple):
@@ -280,3 +294,172 @@ def dilated_label_region(
     slices = bbox_slices(bbox_begin, bbox_end, pad, labels.shape)
     region = dilate_mask(labels[slices] == label_id, structure)
     return slices, region
+
+
+# ----------------------------------------------------------------------------------- boxes
+
+
+def clip_range(begin: float, end: float, size: int) -> slice:
+    """The voxels [floor(begin), ceil(end)) along an axis of ``size``, clipped to it (an
+    empty slice, never a reversed one, when the range misses the axis)."""
+    lo = int(np.clip(np.floor(begin), 0, size))
+    hi = int(np.clip(np.ceil(end), 0, size))
+    return slice(lo, max(lo, hi))
+
+
+def viewport_box(
+    shape: Sequence[int],
+    scale: Sequence[float],
+    translate: Sequence[float],
+    *,
+    center_world: Sequence[float],
+    zoom: float,
+    canvas_hw: Sequence[int],
+    displayed: Sequence[int],
+    point_world: Sequence[float],
+    depth: int = 1,
+) -> Box:
+    """The part of a volume the canvas shows, in data (voxel) coordinates.
+
+    In a 2D view the displayed axes span the canvas (centre +- half the canvas over the
+    zoom, in world units) and the other axis is the current slice widened to ``depth``
+    sections. In a 3D view the whole volume is visible.
+
+    Args:
+        shape, scale, translate: the layer's data shape and world transform.
+        center_world: camera centre (world, one value per axis or per displayed axis).
+        zoom: screen pixels per world unit.
+        canvas_hw: canvas height and width in screen pixels.
+        displayed: the displayed axes (2 for a 2D view, 3 for 3D).
+        point_world: the dims point (world), which fixes the slice of hidden axes.
+        depth: sections around the current slice that count as visible.
+    """
+    if len(displayed) == 3:
+        return (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    if zoom <= 0:
+        raise AvanInputError(f"camera zoom must be positive, got {zoom}")
+    centre = list(center_world)[-len(displayed) :]
+    half = [canvas_hw[0] / 2 / zoom, canvas_hw[1] / 2 / zoom]
+    box: list[slice] = []
+    for axis in range(3):
+        s, t, n = float(scale[axis]), float(translate[axis]), int(shape[axis])
+        if axis in displayed:
+            k = list(displayed).index(axis)
+            lo = (centre[k] - half[k] - t) / s
+            hi = (centre[k] + half[k] - t) / s
+            box.append(clip_range(lo + 0.5, hi + 0.5, n))
+        else:
+            index = int(np.clip(np.round((float(point_world[axis]) - t) / s), 0, n - 1))
+            below = max(0, depth - 1) // 2
+            box.append(clip_range(index - below, index - below + max(1, depth), n))
+    return (box[0], box[1], box[2])
+
+
+def grow_box(box: Box, margin: Sequence[int], shape: Sequence[int]) -> Box:
+    """``box`` widened by ``margin`` voxels on each side, clipped to ``shape``."""
+    out = [
+        slice(max(0, s.start - m), min(int(n), s.stop + m))
+        for s, m, n in zip(box, margin, shape, strict=True)
+    ]
+    return (out[0], out[1], out[2])
+
+
+def union_box(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding all of ``boxes``."""
+    chosen = list(boxes)
+    out = [
+        slice(min(b[axis].start for b in chosen), max(b[axis].stop for b in chosen))
+        for axis in range(3)
+    ]
+    return (out[0], out[1], out[2])
+
+
+def box_offset(box: Box) -> np.ndarray:
+    """The (z, y, x) voxel offset of a box's first corner."""
+    return np.array([s.start for s in box], dtype=np.int64)
+
+
+def cleft_box(clefts: Any, cleft_id: int, point: Sequence[int], start_half: int = 64) -> Box:
+    """The bounding box of cleft ``cleft_id`` found by scanning outward from ``point``.
+
+    A window around ``point`` doubles until the cleft no longer touches its faces (or
+    the window is the whole volume), so a click reads a few thousand voxels, not the
+    volume. Returns the bounding box in volume coordinates.
+
+    Args:
+        clefts: (z, y, x) cleft labels, any array read by boxes (numpy, zarr, dask).
+        cleft_id: the cleft.
+        point: a voxel at or near the cleft.
+        start_half: half the first window in y and x (an eighth of it, at least 2, in z).
+
+    Raises:
+        AvanInputError: the cleft has no voxel near ``point``.
+    """
+    shape = tuple(int(n) for n in clefts.shape)
+    half = [max(2, start_half // 8), start_half, start_half]
+    while True:
+        window = tuple(
+            slice(max(0, int(p) - h), min(n, int(p) + h + 1))
+            for p, h, n in zip(point, half, shape, strict=True)
+        )
+        hits = np.argwhere(np.asarray(clefts[window]) == cleft_id)
+        if hits.size == 0:
+            raise AvanInputError(f"cleft {cleft_id} has no voxel near {tuple(point)}")
+        lo = hits.min(axis=0)
+        hi = hits.max(axis=0) + 1
+        full = all(w.start == 0 and w.stop == n for w, n in zip(window, shape, strict=True))
+        touches = any(
+            (lo[a] == 0 and window[a].start > 0)
+            or (hi[a] == window[a].stop - window[a].start and window[a].stop < shape[a])
+            for a in range(3)
+        )
+        if full or not touches:
+            begin = [w.start + int(b) for w, b in zip(window, lo, strict=True)]
+            end = [w.start + int(e) for w, e in zip(window, hi, strict=True)]
+            return (
+                slice(begin[0], end[0]),
+                slice(begin[1], end[1]),
+                slice(begin[2], end[2]),
+            )
+        half = [h * 2 for h in half]
+
+
+def clefts_in_box(clefts: Any, box: Box) -> dict[int, tuple[int, int, int]]:
+    """Every cleft with a voxel in ``box``, with one such voxel (volume coordinates).
+
+    ``clefts`` is any (z, y, x) label array; only ``box`` is read.
+    """
+    view = np.asarray(clefts[box])
+    flat = view.ravel()
+    nonzero = np.flatnonzero(flat)
+    ids, first = np.unique(flat[nonzero], return_index=True)
+    corner = box_offset(box)
+    points: dict[int, tuple[int, int, int]] = {}
+    for cid, index in zip(ids.tolist(), nonzero[first].tolist(), strict=True):
+        z, y, x = np.unravel_index(index, view.shape)
+        points[int(cid)] = (int(z + corner[0]), int(y + corner[1]), int(x + corner[2]))
+    return points
+
+
+def inscribed_ellipsoid(shape: Sequence[int]) -> np.ndarray:
+    """Boolean mask of the ellipsoid inscribed in a box (in voxels, so about one patch
+    around the cleft): partners are shown as rounded pieces near their synapse rather
+    than cut by the box's faces."""
+    axes = np.ogrid[tuple(slice(0, int(n)) for n in shape)]
+    total = np.zeros(tuple(int(n) for n in shape), float)
+    for grid, n in zip(axes, shape, strict=True):
+        half = max(int(n) / 2, 0.5)
+        total = total + ((grid + 0.5 - int(n) / 2) / half) ** 2
+    return total <= 1.0
+
+
+def shift_points(table: pd.DataFrame, offset: Sequence[int] | np.ndarray) -> pd.DataFrame:
+    """Rows of an edge or cleft table made in a crop, moved to volume coordinates
+    (``offset`` is the crop's corner): every point and box column shifts, nothing else."""
+    out = table.copy()
+    for prefix in _POINT_PREFIXES:
+        for axis, delta in zip(("z", "y", "x"), offset, strict=True):
+            column = f"{prefix}{axis}"
+            if column in out.columns:
+                out[column] = out[column] + int(delta)
+    return out

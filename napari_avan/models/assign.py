@@ -9,11 +9,15 @@ patches whose per-segment sums and counts add up. Dyadic: the argmax pre, and th
 post among the others. Polyadic: every candidate above each side's threshold (pre falls
 back to the argmax). Patches of many clefts run in batches; :func:`iter_assign` yields
 progress and finished clefts after each batch.
+
+The numpy parts (the patch plan, the per-segment sums, the decision and
+:class:`CleftAssignment`) live in :mod:`napari_avan.core.partners`, so re-thresholding
+needs no torch; :class:`CleftAssignment`, :func:`decide_partners` and
+:func:`edge_weights` are re-exported here.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +28,19 @@ import torch
 from napari_avan.core.geometry import (
     DEFAULT_DILATION_RADIUS_NM,
     DEFAULT_DILATION_SECTIONS,
-    dilated_label_region,
     inplane_structure,
     label_statistics,
+)
+from napari_avan.core.partners import (
+    CleftAssignment,
+    PatchTask,
+    SegmentSums,
+    add_segment_sums,
+    candidate_segments,
+    decide_partners,
+    edge_weights,
+    mean_scores,
+    plan_patches,
 )
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
@@ -35,31 +49,17 @@ from napari_avan.models.inference import pad_mirror, resample, to_float
 from napari_avan.models.networks import UNetConfig
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 
+__all__ = [
+    "DEFAULT_AVAN_PATCH",
+    "AssignProgress",
+    "CleftAssignment",
+    "assign_cleft",
+    "decide_partners",
+    "edge_weights",
+    "iter_assign",
+]
+
 DEFAULT_AVAN_PATCH = (8, 96, 96)
-
-
-@dataclass
-class CleftAssignment:
-    """Partners of one cleft with the scores of every candidate segment."""
-
-    cleft_id: int
-    candidates: np.ndarray
-    pre_scores: np.ndarray
-    post_scores: np.ndarray
-    pre_ids: list[int] = field(default_factory=list)
-    post_ids: list[int] = field(default_factory=list)
-
-    @property
-    def edges(self) -> list[tuple[int, int]]:
-        """(pre, post) pairs, one per edge."""
-        return [(a, b) for a in self.pre_ids for b in self.post_ids if a != b]
-
-    def score_of(self, segment: int) -> tuple[float, float]:
-        """(pre, post) score of a candidate segment."""
-        where = np.flatnonzero(self.candidates == segment)
-        if where.size == 0:
-            return (float("nan"), float("nan"))
-        return (float(self.pre_scores[where[0]]), float(self.post_scores[where[0]]))
 
 
 @dataclass
@@ -69,63 +69,6 @@ class AssignProgress:
     done: int
     total: int
     finished: list[CleftAssignment] = field(default_factory=list)
-
-
-@dataclass
-class _Task:
-    cleft_id: int
-    crop: tuple[slice, slice, slice]
-    pad: list[tuple[int, int]]
-    last: bool
-
-
-def _window(center: int, extent: int, size: int) -> tuple[slice, tuple[int, int]]:
-    """A window of ``extent`` around ``center``, shifted inside the volume, padded if small."""
-    if size >= extent:
-        start = int(np.clip(center - extent // 2, 0, size - extent))
-        return slice(start, start + extent), (0, 0)
-    short = extent - size
-    return slice(0, size), (short // 2, short - short // 2)
-
-
-def _centres(begin: int, end: int, extent: int, anchor: int) -> list[int]:
-    """Patch centres along one axis covering [begin, end) with patches of ``extent``."""
-    if end - begin <= extent:
-        return [anchor]
-    step = max(1, int(extent * 0.75))
-    first = begin + extent // 2
-    centres = list(range(first, end - extent // 2, step))
-    centres.append(end - (extent - extent // 2))
-    return centres
-
-
-def decide_partners(
-    cleft_id: int,
-    candidates: np.ndarray,
-    pre: np.ndarray,
-    post: np.ndarray,
-    polyadic: bool,
-    pre_threshold: float,
-    post_threshold: float,
-) -> CleftAssignment:
-    result = CleftAssignment(cleft_id, candidates, pre, post)
-    if candidates.size < 2:
-        return result  # one segment cannot be both sides
-    best_pre = int(np.argmax(pre))
-    if polyadic:
-        pres = [int(c) for c, s in zip(candidates, pre, strict=True) if s > pre_threshold]
-        result.pre_ids = pres or [int(candidates[best_pre])]
-        result.post_ids = [
-            int(c)
-            for c, s in zip(candidates, post, strict=True)
-            if s > post_threshold and int(c) not in result.pre_ids
-        ]
-    else:
-        others = np.flatnonzero(np.arange(candidates.size) != best_pre)
-        best_post = int(others[np.argmax(post[others])])
-        result.pre_ids = [int(candidates[best_pre])]
-        result.post_ids = [int(candidates[best_post])]
-    return result
 
 
 def iter_assign(
@@ -188,33 +131,12 @@ def iter_assign(
     if missing:
         raise AvanInputError(f"cleft id(s) {missing[:10]} have no voxel in the cleft labels")
     structure = inplane_structure(radius_nm, voxel, n_sections)
-
-    tasks: list[_Task] = []
-    for cleft_id in wanted:
-        i = index[cleft_id]
-        begin, end = stats.bbox_begin[i], stats.bbox_end[i]
-        # halves round up (not to even), so a crop at any offset anchors the same voxel
-        anchor = np.floor(stats.centroid[i] + 0.5).astype(int)
-        if clefts[tuple(anchor)] != cleft_id:  # centroid outside a curved cleft: snap into it
-            sl = tuple(slice(int(b), int(e)) for b, e in zip(begin, end, strict=True))
-            inside = np.argwhere(clefts[sl] == cleft_id) + begin
-            anchor = inside[np.argmin(((inside - stats.centroid[i]) * voxel) ** 2 @ [1, 1, 1])]
-        axes = [
-            _centres(int(b), int(e), x, int(a))
-            for b, e, x, a in zip(begin, end, extent, anchor, strict=True)
-        ]
-        centres = list(itertools.product(*axes))
-        for k, centre in enumerate(centres):
-            windows = [
-                _window(c, x, n) for c, x, n in zip(centre, extent, clefts.shape, strict=True)
-            ]
-            crop = (windows[0][0], windows[1][0], windows[2][0])
-            tasks.append(_Task(cleft_id, crop, [w[1] for w in windows], k == len(centres) - 1))
+    tasks = plan_patches(clefts, stats, wanted, extent, voxel)
 
     run = run or make_plan()
     net = run.prepare(network)
     # per cleft: segment id -> [sum of pre output, sum of post output, voxel count]
-    scores: dict[int, dict[int, np.ndarray]] = {}
+    scores: dict[int, SegmentSums] = {}
     total = len(tasks)
     for first in range(0, total, batch_size):
         chunk = tasks[first : first + batch_size]
@@ -246,23 +168,20 @@ def iter_assign(
                 for side in (0, 1)
             ]
             counts = np.bincount(local, minlength=ids.size)
-            acc = scores.setdefault(task.cleft_id, {})
-            for k, seg_id in enumerate(ids.tolist()):
-                acc.setdefault(seg_id, np.zeros(3))[:] += (sums[0][k], sums[1][k], counts[k])
+            add_segment_sums(
+                scores.setdefault(task.cleft_id, {}), ids.tolist(), sums[0], sums[1], counts
+            )
             if task.last:
                 i = index[task.cleft_id]
-                slices, region = dilated_label_region(
-                    clefts, task.cleft_id, stats.bbox_begin[i], stats.bbox_end[i], structure
+                candidates = candidate_segments(
+                    clefts,
+                    segmentation,
+                    task.cleft_id,
+                    stats.bbox_begin[i],
+                    stats.bbox_end[i],
+                    structure,
                 )
-                candidates = np.unique(segmentation[slices][region])
-                candidates = candidates[candidates != 0]
-                acc = scores.pop(task.cleft_id)
-                mean = np.array(
-                    [
-                        acc[c][:2] / acc[c][2] if c in acc and acc[c][2] > 0 else (0.0, 0.0)
-                        for c in candidates.tolist()
-                    ]
-                ).reshape(-1, 2)
+                mean = mean_scores(scores.pop(task.cleft_id), candidates)
                 finished.append(
                     decide_partners(
                         task.cleft_id,
@@ -277,7 +196,7 @@ def iter_assign(
         yield AssignProgress(min(first + batch_size, total), total, finished)
 
 
-def _inputs(image: np.ndarray, clefts: np.ndarray, task: _Task, patch: tuple[int, ...]) -> Any:
+def _inputs(image: np.ndarray, clefts: np.ndarray, task: PatchTask, patch: tuple[int, ...]) -> Any:
     """(2, *patch) float32: the image and this cleft's mask, padded and resampled."""
     img = to_float(np.asarray(image[task.crop]))
     mask = (np.asarray(clefts[task.crop]) == task.cleft_id).astype(np.float32)
@@ -303,14 +222,3 @@ def assign_cleft(
         if step.finished:
             return step.finished[0]
     raise AssertionError("assignment finished without a result")  # pragma: no cover
-
-
-def edge_weights(assignments: Sequence[CleftAssignment]) -> Any:
-    """Per-edge weights for :func:`napari_avan.core.tables.edge_table`."""
-    import pandas as pd
-
-    rows = []
-    for a in assignments:
-        for pre, post in a.edges:
-            rows.append((a.cleft_id, pre, post, a.score_of(pre)[0], a.score_of(post)[1]))
-    return pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id", "presyn_wt", "postsyn_wt"])

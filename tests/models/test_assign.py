@@ -198,3 +198,19 @@ def test_flip_tta_maps_outputs_back_onto_the_segments() -> None:
     (four,) = [a for s in iter_assign(shifted, image, clefts, seg, VOXEL, run=FP32,
                                       flip_tta=True) for a in s.finished]  # fmt: skip
     assert not np.allclose(one.pre_scores, four.pre_scores), "the flips must run"
+
+
+def test_the_numpy_parts_are_re_exported_from_core() -> None:
+    import napari_avan.core.partners as core_partners
+    import napari_avan.models.assign as assign
+
+    for name in ("CleftAssignment", "decide_partners", "edge_weights"):
+        assert getattr(assign, name) is getattr(core_partners, name)
+    image, clefts, seg = slabs()
+    result = assign_cleft(model(), image, clefts, seg, VOXEL, 1, run=FP32)
+    assert isinstance(result, core_partners.CleftAssignment)
+    # re-deciding from the stored scores gives the same partners
+    again = core_partners.decide_partners(
+        1, result.candidates, result.pre_scores, result.post_scores, False, 0.5, 0.5
+    )
+    assert (again.pre_ids, again.post_ids) == (result.pre_ids, result.post_ids)

@@ -187,7 +187,7 @@ def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
     assert set(np.unique(post.data[post.data > 0]).tolist()) == set(out.post_ids)
     # painted voxels are exactly the partners' voxels near the cleft (the ellipsoid in
     # the patch-sized box around it)
-    from napari_avan._napari._partners_work import inscribed_ellipsoid
+    from napari_avan.core.geometry import inscribed_ellipsoid
 
     region = partners.results[cleft_id].region
     near = inscribed_ellipsoid(seg[region].shape)
@@ -338,7 +338,8 @@ def test_detect_the_viewport_and_cancel(make_napari_viewer) -> None:
     import time
 
     from napari_avan._napari._detect_widget import CONTEXT_VOXELS
-    from napari_avan._napari._geometry import camera_of, grow_box, viewer_viewport_box
+    from napari_avan._napari._geometry import camera_of, viewer_viewport_box
+    from napari_avan.core.geometry import grow_box
 
     viewer = make_napari_viewer(show=True)
     detect, _ = _open(viewer)

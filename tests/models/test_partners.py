@@ -1,4 +1,5 @@
-"""The Partners widget's work without a viewer: crops give the whole-volume answer.
+"""AVAN on boxes around clefts (the Partners widget's work, without a viewer): crops give
+the whole-volume answer.
 
 ``iter_partners`` reads a box around the clefts and assigns them there; its partners,
 edge rows and masks are compared with ``iter_assign`` and ``edge_table`` run on the
@@ -7,6 +8,9 @@ whole volume.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,14 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_avan._napari._partners_work import (
-    CleftOutput,
-    PartnersStep,
-    clefts_in_box,
-    iter_partners,
-    shift_points,
-)
-from napari_avan.core.tables import EDGE_COLUMNS
+from napari_avan.core.geometry import clefts_in_box
+from napari_avan.models.partners import CleftOutput, PartnersStep, iter_partners
 
 COORDINATE_COLUMNS = [
     f"{prefix}{axis}"
@@ -31,105 +29,16 @@ COORDINATE_COLUMNS = [
 ]
 ID_COLUMNS = ["cleft_segid", "presyn_segid", "postsyn_segid"]
 
-# ----------------------------------------------------------------------------- shift_points
 
-
-def _random_edges(rng: np.random.Generator, n: int) -> pd.DataFrame:
-    data: dict[str, Any] = {}
-    for column in EDGE_COLUMNS:
-        if column in ("status", "model", "updated"):
-            data[column] = [f"{column}{i}" for i in range(n)]
-        elif column.endswith("_wt") or column.startswith("centroid_"):
-            data[column] = rng.uniform(0, 100, size=n)
-        else:
-            data[column] = rng.integers(0, 1000, size=n)
-    return pd.DataFrame(data)
-
-
-def test_coordinate_columns_are_edge_columns() -> None:
-    assert set(COORDINATE_COLUMNS) <= set(EDGE_COLUMNS)
-    assert len(COORDINATE_COLUMNS) == 15
-
-
-def test_shift_points_moves_exactly_the_coordinate_columns() -> None:
-    rng = np.random.default_rng(0)
-    edges = _random_edges(rng, 7)
-    before = edges.copy()
-    offset = (3, 40, 500)
-    shifted = shift_points(edges, offset)
-    pd.testing.assert_frame_equal(edges, before)  # the input is left alone
-    assert list(shifted.columns) == list(edges.columns)
-    assert len(shifted) == len(edges)
-    delta = dict(zip("zyx", offset, strict=True))
-    for column in EDGE_COLUMNS:
-        if column in COORDINATE_COLUMNS:
-            expected = edges[column] + delta[column[-1]]
-            np.testing.assert_array_equal(shifted[column].to_numpy(), expected.to_numpy())
-        else:
-            pd.testing.assert_series_equal(shifted[column], edges[column])
-    for column in [*ID_COLUMNS, "presyn_wt", "postsyn_wt", "presyn_sz", "postsyn_sz", "size"]:
-        pd.testing.assert_series_equal(shifted[column], edges[column])
-
-
-def test_shift_points_by_zero_and_back() -> None:
-    edges = _random_edges(np.random.default_rng(1), 4)
-    pd.testing.assert_frame_equal(shift_points(edges, (0, 0, 0)), edges)
-    there = shift_points(edges, (-5, 11, 2))
-    pd.testing.assert_frame_equal(shift_points(there, (5, -11, -2)), edges)
-
-
-def test_shift_points_skips_missing_columns_and_keeps_extra_ones() -> None:
-    edges = pd.DataFrame(
-        {
-            "cleft_segid": [1, 2],
-            "centroid_x": [1.5, 2.5],
-            "presyn_wt": [0.1, 0.2],
-            "note": ["a", "b"],
-        }
+def test_importing_models_partners_loads_no_torch() -> None:
+    """The Partners widget imports this module when it opens; torch waits for a run."""
+    code = (
+        "import sys\n"
+        "import napari_avan.models.partners\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'napari')))\n"
     )
-    shifted = shift_points(edges, (10, 20, 30))
-    assert shifted["centroid_x"].tolist() == [31.5, 32.5]
-    assert shifted["cleft_segid"].tolist() == [1, 2]
-    assert shifted["presyn_wt"].tolist() == [0.1, 0.2]
-    assert shifted["note"].tolist() == ["a", "b"]
-    assert list(shifted.columns) == list(edges.columns)
-
-
-# ---------------------------------------------------------------------------- clefts_in_box
-
-
-def _random_box(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
-    starts = [int(rng.integers(0, n)) for n in shape]
-    stops = [int(rng.integers(a + 1, n + 1)) for a, n in zip(starts, shape, strict=True)]
-    return (slice(starts[0], stops[0]), slice(starts[1], stops[1]), slice(starts[2], stops[2]))
-
-
-@pytest.mark.parametrize("seed", range(25))
-def test_clefts_in_box_matches_unique(seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    shape = tuple(int(n) for n in rng.integers(2, 40, size=3))
-    # sparse labels with large ids, so that some clefts fall outside a box
-    labels = np.zeros(shape, dtype=np.uint64)
-    spots = rng.random(shape) < 0.02
-    labels[spots] = rng.choice([1, 5, 9, 2**40 + 3, 77], size=int(spots.sum()))
-    box = _random_box(rng, shape)
-    points = clefts_in_box(labels, box)
-    view = labels[box]
-    expected = set(np.unique(view).tolist()) - {0}
-    assert set(points) == expected
-    for cid, point in points.items():
-        assert isinstance(cid, int)
-        assert len(point) == 3 and all(isinstance(p, int) for p in point)
-        assert all(s.start <= p < s.stop for p, s in zip(point, box, strict=True))
-        assert labels[point] == cid
-
-
-def test_clefts_in_box_of_an_empty_box_or_background() -> None:
-    labels = np.zeros((4, 5, 6), dtype=np.uint32)
-    assert clefts_in_box(labels, (slice(0, 4), slice(0, 5), slice(0, 6))) == {}
-    labels[3, 4, 5] = 8
-    assert clefts_in_box(labels, (slice(0, 3), slice(0, 5), slice(0, 6))) == {}
-    assert clefts_in_box(labels, (slice(2, 4), slice(4, 5), slice(0, 6))) == {8: (3, 4, 5)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------- iter_partners
@@ -155,9 +64,13 @@ class _Recording:
 
 @pytest.fixture(scope="module")
 def avan() -> tuple[Any, Any]:
-    from napari_avan._napari._models import MODELS
+    """The bundled AVAN prepared for the CPU, with its run plan (as the widget gets it)."""
+    from napari_avan.models.checkpoint import resolve_model
+    from napari_avan.models.device import plan
 
-    return MODELS.get("avan", "avan", "cpu")
+    model = resolve_model("avan", "avan")
+    run = plan("cpu")
+    return replace(model, network=run.prepare(model.network)), run
 
 
 @pytest.fixture(scope="module", params=[(16, 128, 128), (16, 256, 256)], ids=["128", "256"])
@@ -401,15 +314,6 @@ def _inscribed_reference(shape: tuple[int, ...]) -> np.ndarray:
         offset = (np.array(index, float) + 0.5 - centre) / centre
         out[index] = float((offset**2).sum()) <= 1.0
     return out
-
-
-def test_inscribed_ellipsoid_matches_a_voxel_by_voxel_reference() -> None:
-    from napari_avan._napari._partners_work import inscribed_ellipsoid
-
-    for shape in [(1, 1, 1), (3, 8, 9), (8, 96, 96), (2, 17, 40)]:
-        got = inscribed_ellipsoid(shape)
-        np.testing.assert_array_equal(got, _inscribed_reference(shape))
-        assert got[tuple(n // 2 for n in shape)]  # the centre is always inside
 
 
 @pytest.mark.parametrize(

@@ -1,26 +1,39 @@
-"""What the Partners widget's workers compute, off the GUI thread and without layers.
+"""AVAN on boxes around clefts: what the Partners widget's workers compute, without layers.
 
 A click reads a box around one cleft (its bounding box widened by one AVAN patch, so the
 network sees exactly what it would see in the whole volume), assigns it, and returns the
 partner masks of that box and the edge rows in volume coordinates. A bulk run does the
 same for every cleft in the visible region, one box around all of them, and yields after
 each batch of patches.
+
+Importing this module does not load torch (the plugin imports it when its widget opens);
+:func:`iter_partners` does, through :mod:`napari_avan.models.assign`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from napari_avan._napari._geometry import Box, box_offset, cleft_box, grow_box, union_box
+from napari_avan.core.geometry import (
+    Box,
+    box_offset,
+    cleft_box,
+    grow_box,
+    inscribed_ellipsoid,
+    shift_points,
+    union_box,
+)
+from napari_avan.core.partners import CleftAssignment, edge_weights
 from napari_avan.types import AvanInputError, VoxelSize
 
-#: Coordinate column prefixes of the edge table that shift with a crop.
-_POINT_PREFIXES = ("presyn_", "postsyn_", "centroid_", "bbox_b", "bbox_e")
+if TYPE_CHECKING:
+    from napari_avan.models.checkpoint import LoadedModel
+    from napari_avan.models.device import RunPlan
 
 
 @dataclass
@@ -28,7 +41,7 @@ class CleftOutput:
     """One assigned cleft: the decision, its edge rows and its partners' masks."""
 
     cleft_id: int
-    assignment: Any  # models.assign.CleftAssignment
+    assignment: CleftAssignment
     edges: pd.DataFrame
     region: Box  # where the masks go, in volume voxels
     pre_mask: np.ndarray  # segment ids of the presynaptic partners in region, else 0
@@ -44,7 +57,7 @@ class PartnersStep:
     outputs: list[CleftOutput] = field(default_factory=list)
 
 
-def patch_extent(model: Any, voxel: VoxelSize) -> tuple[int, int, int]:
+def patch_extent(model: LoadedModel, voxel: VoxelSize) -> tuple[int, int, int]:
     """AVAN's patch in the volume's voxels (its working patch rescaled)."""
     from napari_avan.models.assign import DEFAULT_AVAN_PATCH
 
@@ -58,32 +71,8 @@ def patch_extent(model: Any, voxel: VoxelSize) -> tuple[int, int, int]:
     return (z, y, x)
 
 
-def shift_points(table: pd.DataFrame, offset: Sequence[int]) -> pd.DataFrame:
-    """Rows of an edge or cleft table made in a crop, moved to volume coordinates
-    (``offset`` is the crop's corner): every point and box column shifts, nothing else."""
-    out = table.copy()
-    for prefix in _POINT_PREFIXES:
-        for axis, delta in zip(("z", "y", "x"), offset, strict=True):
-            column = f"{prefix}{axis}"
-            if column in out.columns:
-                out[column] = out[column] + int(delta)
-    return out
-
-
-def inscribed_ellipsoid(shape: Sequence[int]) -> np.ndarray:
-    """Boolean mask of the ellipsoid inscribed in a box (in voxels, so about one patch
-    around the cleft): partners are shown as rounded pieces near their synapse rather
-    than cut by the box's faces."""
-    axes = np.ogrid[tuple(slice(0, int(n)) for n in shape)]
-    total = np.zeros(tuple(int(n) for n in shape), float)
-    for grid, n in zip(axes, shape, strict=True):
-        half = max(int(n) / 2, 0.5)
-        total = total + ((grid + 0.5 - int(n) / 2) / half) ** 2
-    return total <= 1.0
-
-
 def _outputs(
-    assignment: Any,
+    assignment: CleftAssignment,
     clefts: np.ndarray,
     segmentation: np.ndarray,
     crop: Box,
@@ -94,7 +83,6 @@ def _outputs(
     """Edges and partner masks of one assigned cleft; ``clefts``/``segmentation`` are the
     crop's arrays and ``region`` (in volume voxels, inside ``crop``) bounds the masks."""
     from napari_avan.core.tables import edge_table, empty_edge_table
-    from napari_avan.models.assign import edge_weights
 
     corner = box_offset(crop)
     local = tuple(
@@ -122,11 +110,11 @@ def _outputs(
 
 
 def iter_partners(
-    model: Any,
-    run: Any,
+    model: LoadedModel,
+    run: RunPlan,
     arrays: tuple[Any, Any, Any],
     voxel: VoxelSize,
-    cleft_points: dict[int, Sequence[int]],
+    cleft_points: Mapping[int, Sequence[int]],
     *,
     model_name: str = "",
     batch_size: int = 2,
@@ -177,17 +165,3 @@ def iter_partners(
             for a in step.finished
         ]
         yield PartnersStep(step.done, step.total, outputs)
-
-
-def clefts_in_box(clefts: Any, box: Box) -> dict[int, tuple[int, int, int]]:
-    """Every cleft with a voxel in ``box``, with one such voxel (volume coordinates)."""
-    view = np.asarray(clefts[box])
-    flat = view.ravel()
-    nonzero = np.flatnonzero(flat)
-    ids, first = np.unique(flat[nonzero], return_index=True)
-    corner = box_offset(box)
-    points: dict[int, tuple[int, int, int]] = {}
-    for cid, index in zip(ids.tolist(), nonzero[first].tolist(), strict=True):
-        z, y, x = np.unravel_index(index, view.shape)
-        points[int(cid)] = (int(z + corner[0]), int(y + corner[1]), int(x + corner[2]))
-    return points
