@@ -19,6 +19,9 @@ HEADLESS = (
     "napari_avan.core.metrics",
     "napari_avan.core.geometry",
     "napari_avan.core.clefts",
+    "napari_avan.core.partners",
+    "napari_avan.core.session",
+    "napari_avan.models.partners",
     "napari_avan.models.networks",
     "napari_avan.models.checkpoint",
     "napari_avan.models.device",
@@ -62,3 +65,16 @@ def test_cli_help_runs() -> None:
     )
     assert out.returncode == 0
     assert "synth" in out.stdout and "evaluate" in out.stdout
+
+
+def test_core_never_loads_torch() -> None:
+    import pkgutil
+
+    import napari_avan.core
+
+    core = tuple(
+        f"napari_avan.core.{m.name}" for m in pkgutil.iter_modules(napari_avan.core.__path__)
+    )
+    loaded = _loaded_after_import(core)
+    assert "napari_avan.core.session.session" in loaded and "napari_avan.core.partners" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] == "torch") == []

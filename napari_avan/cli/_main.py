@@ -20,6 +20,7 @@ from napari_avan.cli import (
     detect,
     evaluate,
     model,
+    session,
     synth,
     tables,
     train,
@@ -28,11 +29,11 @@ from napari_avan.cli._common import PROG, _Parser
 from napari_avan.types import AvanInputError, one_line
 
 #: The subcommands in the order ``--help`` lists them; each module has ``add_parser(sub)``.
-COMMANDS = (demo, synth, detect, assign, train, evaluate, model, tables, convert)
+COMMANDS = (demo, synth, detect, assign, train, evaluate, model, tables, convert, session)
 
 #: Commands that run torch. Its import is not safe to interrupt: a KeyboardInterrupt
 #: inside its native module set-up aborts the process (C++ terminate).
-TORCH_COMMANDS = frozenset({"detect", "assign", "train", "model"})
+TORCH_COMMANDS = frozenset({"detect", "assign", "train", "model", "session"})
 
 
 def build_parser() -> argparse.ArgumentParser:

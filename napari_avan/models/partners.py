@@ -12,7 +12,7 @@ Importing this module does not load torch (the plugin imports it when its widget
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,3 +165,31 @@ def iter_partners(
             for a in step.finished
         ]
         yield PartnersStep(step.done, step.total, outputs)
+
+
+def avan_assigner(
+    model: LoadedModel,
+    image: np.ndarray,
+    segmentation: np.ndarray,
+    voxel_size_nm: VoxelSize,
+    *,
+    run: RunPlan | None = None,
+    polyadic: bool = True,
+) -> Callable[[Any, int], Any]:
+    """A proofreading session's assigner: AVAN's partners of a (re-seeded) cleft.
+
+    Returns:
+        ``assign(session, cleft_id) -> CleftRecord`` for :attr:`Session.assigner`; it
+        reads the session's current labels, so the new cleft is there.
+    """
+    from napari_avan.core.session import record_from_assignment
+    from napari_avan.models.assign import assign_cleft
+
+    def assign(session: Any, cleft_id: int) -> Any:
+        found = assign_cleft(
+            model, image, session.labels, segmentation, voxel_size_nm, cleft_id,
+            run=run, polyadic=polyadic,
+        )  # fmt: skip
+        return record_from_assignment(found)
+
+    return assign
