@@ -19,6 +19,7 @@ from napari_avan.cli import (
     demo,
     detect,
     evaluate,
+    export,
     model,
     session,
     synth,
@@ -29,7 +30,7 @@ from napari_avan.cli._common import PROG, _Parser
 from napari_avan.types import AvanInputError, one_line
 
 #: The subcommands in the order ``--help`` lists them; each module has ``add_parser(sub)``.
-COMMANDS = (demo, synth, detect, assign, train, evaluate, model, tables, convert, session)
+COMMANDS = (demo, synth, detect, assign, train, evaluate, model, tables, convert, session, export)
 
 #: Commands that run torch. Its import is not safe to interrupt: a KeyboardInterrupt
 #: inside its native module set-up aborts the process (C++ terminate).

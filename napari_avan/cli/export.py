@@ -1,0 +1,50 @@
+"""``napari-avan export``: a session's corrected labels and edge table in another format."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from napari_avan.cli._common import Subparsers
+
+
+def add_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a session's corrected clefts and edges (zarr, ome-zarr, cremi, csv, tiff)",
+        description="Write the corrected cleft labels (rejected and deleted clefts removed, "
+        "added ones in), the segmentation and image where the format holds them, and the "
+        "edge table with each edge's status. The session's image and segmentation are read "
+        "from the volume specs it was created with.",
+    )
+    p.add_argument("session", help="the session folder")
+    p.add_argument("--format", required=True, choices=["zarr", "ome-zarr", "cremi", "csv", "tiff"])
+    p.add_argument("--out", required=True, help="the file or folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from napari_avan.core.session import Session
+    from napari_avan.io import read_volume
+    from napari_avan.io.export import export_session
+
+    session = Session.open(args.session)
+    volumes = session.meta.get("volumes", {})
+
+    def load(key: str, role: str) -> Any:
+        spec = volumes.get(key)
+        if not spec:
+            return None
+        return read_volume(spec, session.voxel_size_nm, lazy=False, role=role).data
+
+    wanted = {"tiff": (), "csv": ("segmentation",)}.get(args.format, ("segmentation", "image"))
+    segmentation = load("segmentation", "segmentation") if "segmentation" in wanted else None
+    image = load("image", "image") if "image" in wanted else None
+    out = export_session(
+        session, args.format, args.out, segmentation=segmentation, image=image,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    status = session.status()
+    print(f"wrote {out} ({status['clefts'] - status['rejected']} clefts kept)")
+    return 0

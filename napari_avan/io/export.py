@@ -1,0 +1,100 @@
+"""Export a proofreading session: the corrected cleft labels, the segmentation and image
+where the format holds them, and the edge table with its status.
+
+Formats: ``zarr`` (arrays ``clefts``, ``segmentation``, ``image`` and ``edges.csv``),
+``ome-zarr`` (the image as the multiscale at the root, NGFF ``labels/clefts`` and
+``labels/segmentation``, ``edges.csv``), ``cremi`` (HDF5: ``volumes/raw``,
+``volumes/labels/neuron_ids``, ``volumes/labels/clefts``, partner annotations of the edges
+not rejected, ``resolution`` in nm), ``csv`` (the edge table) and ``tiff`` (the clefts).
+Every output is built aside and renamed into place; an existing one is refused unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_avan.core.files import atomic_path
+from napari_avan.types import AvanInputError
+
+if TYPE_CHECKING:
+    from napari_avan.core.session import Session
+
+#: Formats :func:`export_session` writes.
+EXPORT_FORMATS = ("zarr", "ome-zarr", "cremi", "csv", "tiff")
+
+
+def export_session(
+    session: Session,
+    format: str,
+    out: str | Path,
+    *,
+    segmentation: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``session``'s corrected labels and edges in ``format`` (see the module).
+
+    Args:
+        session: the session.
+        format: one of :data:`EXPORT_FORMATS`.
+        out: the file or folder to write.
+        segmentation: the neuron segmentation (needed for edges, CREMI and the stores).
+        image: the EM volume (written by zarr, OME-Zarr and CREMI when given).
+        overwrite: replace an existing output.
+
+    Raises:
+        AvanInputError: unknown format, missing segmentation, shapes that differ, an
+            existing output, or a failed write (nothing is left behind).
+    """
+    from napari_avan.core.session.tables import corrected_labels, session_edges
+    from napari_avan.io.cremi import cremi_annotations_from_edges, write_cremi
+    from napari_avan.io.tables import write_table
+    from napari_avan.io.volumes import write_volume
+
+    if format not in EXPORT_FORMATS:
+        raise AvanInputError(f"export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    shape = tuple(session.labels.shape)
+    for name, volume in (("segmentation", segmentation), ("image", image)):
+        if volume is not None and tuple(volume.shape) != shape:
+            raise AvanInputError(f"the {name} has shape {volume.shape}, the session {shape}")
+    if segmentation is None and format != "tiff":
+        raise AvanInputError(f"a {format} export holds the edge table: it needs the segmentation")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
+    vs = session.voxel_size_nm
+    clefts = corrected_labels(session)
+    if format == "tiff":
+        return write_volume(out, clefts, vs, format="tiff", overwrite=overwrite)
+    assert segmentation is not None
+    edges = session_edges(session, segmentation)
+    if format == "csv":
+        return write_table(edges, out, overwrite=overwrite)
+    if format == "cremi":
+        kept = edges[edges["status"] != "rejected"]
+        if image is None:
+            raise AvanInputError("a CREMI export holds the image: the session needs its image")
+        write_cremi(
+            out, image, vs, neuron_ids=segmentation, clefts=clefts,
+            annotations=cremi_annotations_from_edges(kept, vs) if len(kept) else None,
+            overwrite=overwrite,
+        )  # fmt: skip
+        return out
+    ome = format == "ome-zarr"
+    members: dict[str | None, Any] = {
+        (None if ome else "image"): image,
+        ("labels/segmentation" if ome else "segmentation"): segmentation,
+        ("labels/clefts" if ome else "clefts"): clefts,
+    }
+    if ome and image is None:
+        raise AvanInputError("an OME-Zarr export holds the image: the session needs its image")
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        for key, volume in members.items():
+            if volume is not None:
+                write_volume(tmp, volume, vs, format=format, key=key)
+        write_table(edges, tmp / "edges.csv")
+    return out
