@@ -116,7 +116,11 @@ def cmd_session_create(args: argparse.Namespace) -> int:
         raise AvanInputError("--edges describes given clefts: pass --clefts too")
     edges = read_table(Path(args.edges)) if args.edges else None
     models: dict[str, str] = {}
-    volumes = {"image": args.image, "segmentation": args.segmentation, "prob": args.prob}
+    volumes = {
+        "image": _absolute(args.image),
+        "segmentation": _absolute(args.segmentation),
+        "prob": _absolute(args.prob) if args.prob else None,
+    }
     if clefts is None:
         detection = _detect(args, image.data, vs)
         labels, probability = detection.clefts, detection.prob
@@ -137,11 +141,21 @@ def cmd_session_create(args: argparse.Namespace) -> int:
 
         # the detector's map, kept for re-seeding (the session folder is ours)
         write_volume(out / "cleft_prob.zarr", probability, vs)
-        session.meta["volumes"]["prob"] = str(out / "cleft_prob.zarr")
+        session.meta["volumes"]["prob"] = str((out / "cleft_prob.zarr").resolve())
         session.save_meta()
     status = session.status()
     print(f"wrote {out} ({_count(status['clefts'], 'cleft')}, all pending)")
     return 0
+
+
+def _absolute(spec: str) -> str:
+    """A volume spec that still names the same file from another working folder."""
+    from dataclasses import replace
+
+    from napari_avan.io import parse_spec
+
+    parsed = parse_spec(spec)
+    return str(replace(parsed, path=parsed.path.resolve()))
 
 
 def _read_decisions(path: Path) -> list[dict[str, Any]]:

@@ -38,6 +38,9 @@ def test_create_from_clefts_and_edges_starts_all_pending(
     assert _create(sample, folder, "--clefts", f"{sample}:clefts",
                    "--edges", str(sample / "partners.csv")) == 0  # fmt: skip
     truth = pd.read_csv(sample / "partners.csv")
+    volumes = Session.open(folder).meta["volumes"]
+    for key in ("image", "segmentation"):  # found again from any working folder
+        assert Path(volumes[key].rsplit(":", 1)[0]).is_absolute()
     table = Session.open(folder).partner_table()
     got = set(map(tuple, table[["cleft_id", "pre_id", "post_id"]].to_numpy().tolist()))
     assert got == set(map(tuple, truth[["cleft_id", "pre_id", "post_id"]].to_numpy().tolist()))
