@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from napari_avan.cli._common import Subparsers
 
@@ -25,22 +24,18 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from napari_avan.cli.session import session_volume
     from napari_avan.core.session import Session
-    from napari_avan.io import read_volume
     from napari_avan.io.export import export_session
 
     session = Session.open(args.session)
-    volumes = session.meta.get("volumes", {})
-
-    def load(key: str, role: str) -> Any:
-        spec = volumes.get(key)
-        if not spec:
-            return None
-        return read_volume(spec, session.voxel_size_nm, lazy=False, role=role).data
-
     wanted = {"tiff": (), "csv": ("segmentation",)}.get(args.format, ("segmentation", "image"))
-    segmentation = load("segmentation", "segmentation") if "segmentation" in wanted else None
-    image = load("image", "image") if "image" in wanted else None
+    segmentation = (
+        session_volume(session, "segmentation", "segmentation")
+        if "segmentation" in wanted
+        else None
+    )
+    image = session_volume(session, "image", "image") if "image" in wanted else None
     out = export_session(
         session, args.format, args.out, segmentation=segmentation, image=image,
         overwrite=args.overwrite,

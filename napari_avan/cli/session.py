@@ -199,28 +199,30 @@ def cmd_session_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def session_volume(session: Any, key: str, role: str) -> Any:
+    """The session's ``image``, ``segmentation`` or ``prob`` read from its recorded spec
+    (None when it has none), checked against the session's shape."""
+    from napari_avan.io import read_volume
+
+    spec = session.meta.get("volumes", {}).get(key)
+    if not spec:
+        return None
+    data = read_volume(spec, session.voxel_size_nm, lazy=False, role=role).data
+    shape = tuple(session.labels.shape)
+    if tuple(data.shape) != shape:
+        raise AvanInputError(f"{spec} has shape {tuple(data.shape)}, the session {shape}")
+    return data
+
+
 def _attach_volumes(session: Any, device: str) -> None:
     """What re-seeding needs: the probability map, the segmentation, AVAN on the image."""
-    from napari_avan.io import read_volume
     from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.device import plan
     from napari_avan.models.partners import avan_assigner
 
-    volumes = session.meta.get("volumes", {})
-    shape = tuple(session.labels.shape)
-
-    def load(key: str, role: str) -> Any:
-        spec = volumes.get(key)
-        if not spec:
-            return None
-        data = read_volume(spec, session.voxel_size_nm, lazy=False, role=role).data
-        if tuple(data.shape) != shape:
-            raise AvanInputError(f"{spec} has shape {data.shape}, the session {shape}")
-        return data
-
-    session.probability = load("prob", "cleft probability")
-    session.segmentation = load("segmentation", "segmentation")
-    image = load("image", "image")
+    session.probability = session_volume(session, "prob", "cleft probability")
+    session.segmentation = session_volume(session, "segmentation", "segmentation")
+    image = session_volume(session, "image", "image")
     if image is not None and session.segmentation is not None:
         model = resolve_model(session.meta.get("models", {}).get("avan"), "avan")
         session.assigner = avan_assigner(
