@@ -23,12 +23,14 @@ import pandas as pd
 from napari_avan.core.geometry import (
     DEFAULT_DILATION_RADIUS_NM,
     DEFAULT_DILATION_SECTIONS,
+    BoxSlices,
     LabelStatistics,
     check_label_volume,
     check_same_shape,
     dilated_label_region,
     inplane_structure,
     label_statistics,
+    shift_points,
 )
 from napari_avan.types import PARTNER_COLUMNS, AvanInputError, EdgeStatus, check_voxel_size
 
@@ -248,6 +250,62 @@ def cleft_table(clefts: np.ndarray, prob: np.ndarray | None = None) -> pd.DataFr
 
 
 # --- edge table -------------------------------------------------------------------------------
+
+
+def merged_cleft_table(
+    before: pd.DataFrame | None,
+    labels: np.ndarray,
+    prob: np.ndarray | None,
+    box: BoxSlices,
+    replaced_ids: np.ndarray,
+    new_rows: pd.DataFrame,
+) -> pd.DataFrame:
+    """The cleft table of a clefts layer after a run rewrote ``box`` of it.
+
+    Args:
+        before: the layer's table before the run; None when it had none (every cleft
+            is then measured again).
+        labels: the layer's labels after the run.
+        prob: the probability layer after the run (each cleft's ``score``), or None.
+        box: the region the run replaced.
+        replaced_ids: the cleft ids that region held before the run.
+        new_rows: the run's own clefts, in volume coordinates and layer ids.
+
+    Returns:
+        One row per cleft in ``labels``, by increasing id: the rows of ``before`` for the
+        clefts the run left alone, ``new_rows``, and rows measured again for the clefts
+        the box cut (their voxels outside it stay in the layer); clefts wholly inside the
+        box are gone.
+    """
+    if before is None:
+        return cleft_table(np.asarray(labels), None if prob is None else np.asarray(prob))
+    ids = before["cleft_segid"].to_numpy()
+    hit = np.isin(ids, replaced_ids)
+    inside = np.ones(len(before), bool)
+    for axis, s in zip("zyx", box, strict=True):
+        inside &= (before[f"bbox_b{axis}"].to_numpy() >= s.start) & (
+            before[f"bbox_e{axis}"].to_numpy() <= s.stop
+        )
+    cut = before[hit & ~inside]
+    unknown = np.setdiff1d(replaced_ids, ids)  # in the layer but not in its table
+    frames = [before[~hit], new_rows]
+    redo = np.union1d(cut["cleft_segid"].to_numpy(), unknown)
+    if redo.size:
+        if unknown.size:
+            crop = tuple(slice(0, int(n)) for n in labels.shape)
+        else:
+            crop = tuple(
+                slice(int(cut[f"bbox_b{a}"].min()), int(cut[f"bbox_e{a}"].max())) for a in "zyx"
+            )
+        part = np.asarray(labels[crop])
+        part = np.where(np.isin(part, redo), part, 0).astype(part.dtype)
+        values = None if prob is None else np.asarray(prob[crop])
+        frames.append(shift_points(cleft_table(part, values), [s.start for s in crop]))
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return new_rows.iloc[0:0].reset_index(drop=True)
+    merged = pd.concat(frames, ignore_index=True)
+    return merged.sort_values("cleft_segid", kind="stable").reset_index(drop=True)
 
 
 def _weights_lookup(

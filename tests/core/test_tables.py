@@ -402,3 +402,24 @@ def test_edge_table_matches_slow_reference(seed):
         assert table["postsyn_sz"].iat[i] == post_sz
         assert tables.from_xyz_columns(table, "presyn_")[i].tolist() == pre_pt
         assert tables.from_xyz_columns(table, "postsyn_")[i].tolist() == post_pt
+
+
+def test_merged_cleft_table_after_a_run_rewrote_a_box() -> None:
+    from napari_avan.core.tables import cleft_table, merged_cleft_table
+
+    labels = np.zeros((4, 20, 20), np.uint32)
+    labels[1, 2:4, 2:4] = 1  # outside the box: kept as it was
+    labels[1, 14:16, 10:12] = 2  # wholly inside the box: replaced
+    labels[2, 8:16, 5:9] = 3  # cut by the box (y 8..12 stays outside)
+    before = cleft_table(labels)
+    box = (slice(0, 4), slice(12, 20), slice(0, 20))
+    replaced = np.unique(labels[box])
+    replaced = replaced[replaced > 0]
+    after = labels.copy()
+    after[box] = 0
+    after[3, 15:17, 15:17] = 4  # the run's new cleft
+    new_rows = cleft_table(np.where(after == 4, after, 0).astype(after.dtype))
+    merged = merged_cleft_table(before, after, None, box, replaced, new_rows)
+    expected = cleft_table(after)
+    assert merged["cleft_segid"].tolist() == [1, 3, 4]
+    pd.testing.assert_frame_equal(merged, expected, check_dtype=False)
