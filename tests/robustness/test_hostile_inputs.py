@@ -63,6 +63,12 @@ TRAIN = (
     "--out {o}/model"
 )
 SYNTH = "synth --out {o}/S.zarr --shape 8,64,64 --seed 1"
+SESSION = (
+    f"session create {{o}}/sess --image {IMG} --segmentation {SEG} --clefts {CLF} "
+    f"--edges {PARTNERS} --quiet"
+)
+APPLY = "session apply {w}/sess {w}/decisions.jsonl"
+EXPORT = "export {w}/sess --format zarr --out {o}/export.zarr"
 NPY = "--voxel-size 40,4,4"  # .npy files without a sidecar
 
 
@@ -131,9 +137,45 @@ def existing_file(name: str) -> Callable[[SimpleNamespace, Path], None]:
     return setup
 
 
+def with_session(*decisions: str) -> Callable[[SimpleNamespace, Path], None]:
+    """A session folder ``{w}/sess`` on the hostile sample, and ``{w}/decisions.jsonl``."""
+
+    def setup(h: SimpleNamespace, w: Path) -> None:
+        from napari_avan.core.session import Session, records_from_partners
+        from napari_avan.io import read_partners, read_volume
+
+        sample = Path(h.root) / "S.zarr"
+        Session.create(
+            w / "sess",
+            read_volume(f"{sample}:clefts", lazy=False).data,
+            (40.0, 4.0, 4.0),
+            records=records_from_partners(read_partners(sample / "partners.csv")),
+            volumes={"image": f"{sample}:image", "segmentation": f"{sample}:segmentation"},
+        )
+        (w / "decisions.jsonl").write_text("".join(d + "\n" for d in decisions))
+
+    return setup
+
+
 def existing_tables(h: SimpleNamespace, w: Path) -> None:
     (w / "tables").mkdir()
     (w / "tables" / "clefts.csv").write_text("cleft_id\n1\n")
+
+
+def existing_model_as(name: str) -> Callable[[SimpleNamespace, Path], None]:
+    def setup(h: SimpleNamespace, w: Path) -> None:
+        (w / name).mkdir()
+        (w / name / "notes.txt").write_text("keep me\n")
+
+    return setup
+
+
+def with_session_and_file(name: str) -> Callable[[SimpleNamespace, Path], None]:
+    def setup(h: SimpleNamespace, w: Path) -> None:
+        with_session()(h, w)
+        (w / name).write_bytes(b"keep me\n")
+
+    return setup
 
 
 def existing_model(h: SimpleNamespace, w: Path) -> None:
@@ -307,6 +349,26 @@ CASES = [
         sub(EVAL_CLEFTS, f"--truth {CLF}", "--truth {h}/clefts_small.npy"),
     ),
     C("evaluate-clefts-float-pred", sub(EVAL_CLEFTS, f"--pred {CLF}", "--pred {h}/seg_float.npy")),
+    # --- proofreading sessions and their export
+    C("session-create-zarr-cut-chunk", sub(SESSION, CLF, "{h}/cut.zarr:clefts")),
+    C("session-create-edges-duplicate", sub(SESSION, PARTNERS, "{h}/dup.csv")),
+    C("session-create-clefts-other-shape", sub(SESSION, CLF, "{h}/clefts_small.npy")),
+    C("session-create-existing", SESSION, setup=existing_model_as("sess")),
+    C("session-apply-unknown-action", APPLY, setup=with_session('{"action": "explode"}')),
+    C("session-apply-not-json", APPLY, setup=with_session('{"action": "accept",')),
+    C(
+        "session-apply-unknown-cleft",
+        APPLY,
+        setup=with_session('{"action": "accept", "cleft": 999}'),
+    ),
+    C("session-apply-nothing-to-undo", APPLY, setup=with_session('{"action": "undo"}')),
+    C(
+        "session-apply-reseed-outside",
+        APPLY,
+        setup=with_session('{"action": "reseed", "voxels": [[99, 0, 0]]}'),
+    ),
+    C("export-existing-out", EXPORT, setup=with_session_and_file("export.zarr")),
+    C("export-no-session", sub(EXPORT, "{w}/sess", "{w}/nothing")),
 ]
 
 
@@ -366,6 +428,7 @@ BASELINES = [
     pytest.param(EVAL_EDGES, lambda w: None, id="evaluate-edges"),
     pytest.param(TRAIN, lambda w: (w / "model" / "weights.pt").is_file(), id="train"),
     pytest.param(SYNTH, lambda w: (w / "S.zarr" / "partners.csv").is_file(), id="synth"),
+    pytest.param(SESSION, lambda w: (w / "sess" / "journal.jsonl").is_file(), id="session"),
 ]
 
 
@@ -393,6 +456,7 @@ OUTPUTS = {
     "assign": ASSIGN,
     "synth": SYNTH,
     "train": TRAIN,
+    "session": SESSION,
 }
 
 
@@ -433,6 +497,7 @@ FULL_DISK = {
     "assign": ASSIGN,
     "synth": SYNTH,
     "train": TRAIN,
+    "session": SESSION,
 }
 #: Commands whose output is several pages, tried with 16 KiB left too (writes fail midway).
 PARTLY = ("detect", "convert-zarr", "convert-ome-zarr", "convert-tiff", "synth", "train")

@@ -185,6 +185,13 @@ def records_from_partners(partners: Any) -> dict[int, CleftRecord]:
     from napari_avan.core.tables import as_partner_table
 
     table = as_partner_table(partners)
+    repeated = table.duplicated(["cleft_id", "pre_id", "post_id"]).to_numpy()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        raise AvanInputError(
+            f"the partner table repeats row {row + 1} (cleft {int(table['cleft_id'].iloc[row])}"
+            f"): each pre->post pair must appear once; remove the repeats"
+        )
     records: dict[int, CleftRecord] = {}
     for _, rows in table.groupby("cleft_id", sort=True):
         pre = tuple(dict.fromkeys(int(v) for v in rows["pre_id"]))
