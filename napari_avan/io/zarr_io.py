@@ -12,6 +12,7 @@ import numpy as np
 
 from napari_avan.core.files import (
     atomic_path,
+    interrupts_held,
     json_safe,
     refuse_overwrite,
     remove_path,
@@ -176,15 +177,16 @@ def _register_ome_label(root: Path, key: str, zarr_format: ZarrVersion) -> None:
     """List ``labels/NAME`` in the ``labels`` group's NGFF metadata, as viewers expect."""
     import zarr
 
-    group = zarr.open_group(str(root / "labels"), mode="a", zarr_format=zarr_format)
-    current: dict[str, Any] = dict(group.attrs.asdict())
-    holder: dict[str, Any] = dict(current.get("ome") or {}) if zarr_format == 3 else current
-    names = [n for n in holder.get("labels", []) if n != key.split("/")[1]]
-    names.append(key.split("/")[1])
-    if zarr_format == 3:
-        group.attrs.update({"ome": {**holder, "version": OME_VERSION[3], "labels": names}})
-    else:
-        group.attrs.update({"labels": names})
+    with interrupts_held():
+        group = zarr.open_group(str(root / "labels"), mode="a", zarr_format=zarr_format)
+        current: dict[str, Any] = dict(group.attrs.asdict())
+        holder: dict[str, Any] = dict(current.get("ome") or {}) if zarr_format == 3 else current
+        names = [n for n in holder.get("labels", []) if n != key.split("/")[1]]
+        names.append(key.split("/")[1])
+        if zarr_format == 3:
+            group.attrs.update({"ome": {**holder, "version": OME_VERSION[3], "labels": names}})
+        else:
+            group.attrs.update({"labels": names})
 
 
 # --------------------------------------------------------------------------- reading
@@ -386,9 +388,10 @@ def list_zarr_keys(path: Path) -> list[str]:
 def create_group(path: Path, zarr_format: ZarrVersion, attrs: dict[str, Any] | None = None) -> Any:
     import zarr
 
-    return zarr.open_group(
-        str(path), mode="w", zarr_format=zarr_format, attributes=json_safe(attrs or {})
-    )
+    with interrupts_held():  # zarr writes from its own thread: never interrupt it midway
+        return zarr.open_group(
+            str(path), mode="w", zarr_format=zarr_format, attributes=json_safe(attrs or {})
+        )
 
 
 def write_array(
@@ -403,16 +406,17 @@ def write_array(
     extra: dict[str, Any] = {}
     if zarr_format == 3:
         extra["dimension_names"] = AXES
-    array = zarr.create_array(
-        store=str(dest),
-        shape=tuple(int(s) for s in data.shape),
-        dtype=data.dtype,
-        chunks=chunks,
-        zarr_format=zarr_format,
-        fill_value=fill_value_for(data.dtype),
-        attributes=json_safe(attrs),
-        **extra,
-    )
+    with interrupts_held():
+        array = zarr.create_array(
+            store=str(dest),
+            shape=tuple(int(s) for s in data.shape),
+            dtype=data.dtype,
+            chunks=chunks,
+            zarr_format=zarr_format,
+            fill_value=fill_value_for(data.dtype),
+            attributes=json_safe(attrs),
+            **extra,
+        )
     store_into(array, data)
 
 
@@ -555,7 +559,8 @@ def write_zarr(
         import zarr
 
         try:
-            zarr.consolidate_metadata(str(path), zarr_format=group_format)
+            with interrupts_held():
+                zarr.consolidate_metadata(str(path), zarr_format=group_format)
         except OSError as err:
             raise AvanInputError(
                 f"wrote {key!r} into {path} but could not update its consolidated metadata: "
