@@ -88,6 +88,13 @@ def _voxel_size(text: str) -> VoxelSize:
 # ----------------------------------------------------------------------------- inputs
 
 
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--device``, ``--quiet`` and ``--overwrite``, shared by the commands that run models."""
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
 def _read_labels(spec: str, role: str, voxel_size: VoxelSize | None = None) -> Any:
     """A label volume read whole, its dtype checked (:func:`napari_avan.io.read_labels`)."""
     from napari_avan.io import read_labels

@@ -15,6 +15,7 @@ from napari_avan.cli._common import (
     _same_shape,
     _voxel_size,
     _voxel_size_of,
+    add_run_options,
     drive,
 )
 
@@ -53,9 +54,7 @@ def add_parser(sub: Subparsers) -> None:
                    help="pruners, polyadic: keep pairs with a probability >= this (default: "
                    "the model's)")  # fmt: skip
     p.add_argument("--tta", action="store_true", help="AVAN: average the in-plane flips")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_run_options(p)
     p.set_defaults(func=cmd_assign)
 
 

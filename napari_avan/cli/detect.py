@@ -14,6 +14,7 @@ from napari_avan.cli._common import (
     _refuse_existing,
     _voxel_size,
     _voxel_size_of,
+    add_run_options,
     drive,
 )
 
@@ -44,9 +45,7 @@ def add_parser(sub: Subparsers) -> None:
         help="join fragments closer in-plane (nm)",
     )
     p.add_argument("--tta", action="store_true", help="average the in-plane flips")
-    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_run_options(p)
     p.set_defaults(func=cmd_detect)
 
 
