@@ -7,6 +7,9 @@ session is reopened from disk. Prints the CPU, the median and p99 per action kin
 reopening time and the memory the undo history holds (tracemalloc, after the decisions).
 
     python benchmarks/bench_session.py [--shape 64,1024,1024] [--clefts 1000] [--decisions 1000]
+
+Then it times re-seeds whose partners AVAN assigns at once (the bundled AVAN on random EM
+and a grid segmentation: the time, not the partners, is the point).
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def main() -> None:
         reopened = Session.open(s.path)
         reopen_s = time.perf_counter() - start
         assert len(reopened.entries) == n and reopened.status() == s.status()
+        avan_s = _reseeds_with_avan(reopened, shape, args.seed)  # type: ignore[arg-type]
     print(f"CPU: {_cpu()}")
     print(f"session: {args.clefts} clefts over {shape}, created in {create_s:.1f} s")
     print(f"{'action':<14}{'n':>6}{'median ms':>12}{'p99 ms':>10}")
@@ -126,6 +130,33 @@ def main() -> None:
           f"{np.percentile(every_ms, 99):>10.1f}")  # fmt: skip
     print(f"reopen after {n} decisions: {reopen_s:.2f} s")
     print(f"undo history after {n} decisions: {history_mb:.1f} MB")
+    print(f"reseed with AVAN partners: median {np.median(avan_s):.2f} s, max "
+          f"{max(avan_s):.2f} s ({len(avan_s)} re-seeds)")  # fmt: skip
+
+
+def _reseeds_with_avan(s: Session, shape: tuple[int, int, int], seed: int) -> list[float]:
+    from napari_avan.models.checkpoint import resolve_model
+    from napari_avan.models.device import plan
+    from napari_avan.models.partners import avan_assigner
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, shape, dtype=np.uint8)
+    zz, yy, xx = np.indices(shape, sparse=True)
+    segmentation = (yy // 40 * 100 + xx // 40 + 1 + zz * 0).astype(np.uint32)
+    s.assigner = avan_assigner(
+        resolve_model(None, "avan"), image, segmentation, s.voxel_size_nm, run=plan("auto")
+    )
+    times = []
+    for i in range(5):
+        z, y, x = 8 + 10 * i, 300 + 100 * i, 200 + 120 * i
+        voxels = [[z, y + a, x + b] for a in range(10) for b in range(12)]
+        start = time.perf_counter()
+        try:
+            s.apply({"action": "reseed", "voxels": voxels})
+        except ValueError:
+            continue  # all taken by other clefts
+        times.append(time.perf_counter() - start)
+    return times
 
 
 if __name__ == "__main__":
