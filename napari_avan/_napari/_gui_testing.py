@@ -13,6 +13,15 @@ from typing import Any
 import numpy as np
 
 
+def open_sample_and_docks(viewer: Any) -> tuple[Any, Any]:
+    """The polyadic sample and the Detect clefts and Partners docks, all through npe2."""
+    viewer.open_sample("napari-avan", "synthetic-polyadic")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
+    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
+    partners.reset_choices()
+    return detect, partners
+
+
 def process_events(seconds: float = 0.0) -> None:
     """Let Qt deliver pending events (for ``seconds`` at least)."""
     from qtpy.QtWidgets import QApplication

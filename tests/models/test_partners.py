@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_avan.core.geometry import clefts_in_box
+from napari_avan.core.geometry import clefts_in_box, inscribed_ellipsoid
 from napari_avan.models.partners import CleftOutput, PartnersStep, iter_partners
 
 COORDINATE_COLUMNS = [
@@ -173,7 +173,7 @@ def _check_against_whole_volume(
 
         # masks: exactly the partners' voxels in the ellipsoid inscribed in the region
         seg = sample.segmentation[region]
-        near = _inscribed_reference(seg.shape)
+        near = inscribed_ellipsoid(seg.shape)  # checked voxel by voxel in tests/core
         for mask, ids in ((out.pre_mask, want.pre_ids), (out.post_mask, want.post_ids)):
             assert mask.shape == seg.shape
             np.testing.assert_array_equal(mask, np.where(near & np.isin(seg, ids), seg, 0))
@@ -304,16 +304,6 @@ def test_iter_partners_reads_boxes_of_zarr_arrays(
     assert image_box == seg_box == one[cid].region == recorded[1].reads[-1]
     box_size = np.prod([s.stop - s.start for s in image_box])
     assert box_size < np.prod(sample.clefts.shape)
-
-
-def _inscribed_reference(shape: tuple[int, ...]) -> np.ndarray:
-    """Voxel by voxel: is the voxel centre inside the ellipsoid touching the box's faces?"""
-    out = np.zeros(shape, dtype=bool)
-    centre = np.array(shape, float) / 2
-    for index in np.ndindex(*shape):
-        offset = (np.array(index, float) + 0.5 - centre) / centre
-        out[index] = float((offset**2).sum()) <= 1.0
-    return out
 
 
 @pytest.mark.parametrize(

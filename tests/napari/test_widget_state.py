@@ -13,18 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_avan._napari._gui_testing import cleft_world_point, process_events, wait_until
+from napari_avan._napari._gui_testing import (
+    cleft_world_point,
+    open_sample_and_docks,
+    process_events,
+    wait_until,
+)
 
 pytestmark = pytest.mark.gui
-
-
-def _open(viewer: Any) -> tuple[Any, Any]:
-    """The polyadic sample and both widgets, all through npe2."""
-    viewer.open_sample("napari-avan", "synthetic-polyadic")
-    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
-    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
-    partners.reset_choices()
-    return detect, partners
 
 
 def _detect(detect: Any) -> None:
@@ -48,7 +44,7 @@ def _assert_table_describes_layer(clefts: Any, prob: Any) -> pd.DataFrame:
 
 def test_detect_runs_keep_one_table_for_the_whole_layer(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
-    detect, _ = _open(viewer)
+    detect, _ = open_sample_and_docks(viewer)
     detect.scope.value = "whole volume"
     _detect(detect)
     clefts, prob = viewer.layers["predicted clefts"], viewer.layers["cleft probability"]
@@ -97,7 +93,7 @@ def test_a_click_is_queued_behind_a_click_job_only(make_napari_viewer) -> None:
     from napari_avan._napari._workers import JobKind
 
     viewer = make_napari_viewer()
-    detect, partners = _open(viewer)
+    detect, partners = open_sample_and_docks(viewer)
     clefts = viewer.layers["clefts"]
     first_id, second_id = (int(i) for i in np.unique(clefts.data)[1:3])
     first, second = (cleft_world_point(clefts, i) for i in (first_id, second_id))
@@ -173,7 +169,7 @@ def test_a_model_retrained_into_its_folder_is_read_again(make_napari_viewer, tmp
     from napari_avan.models.checkpoint import resolve_model
 
     viewer = make_napari_viewer()
-    detect, _ = _open(viewer)
+    detect, _ = open_sample_and_docks(viewer)
     base = resolve_model("cleft-detector", "cleft-detector")
     folder = tmp_path / "my-detector"
     first_sha = _save_detector(folder, base.network, base.metadata, 0.3)

@@ -11,20 +11,12 @@ import pytest
 from napari_avan._napari._gui_testing import (
     cleft_world_point,
     click_canvas,
+    open_sample_and_docks,
     process_events,
     wait_until,
 )
 
 pytestmark = pytest.mark.gui
-
-
-def _open(viewer: Any) -> tuple[Any, Any]:
-    """The polyadic sample and both widgets, all through npe2."""
-    viewer.open_sample("napari-avan", "synthetic-polyadic")
-    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
-    _, partners = viewer.window.add_plugin_dock_widget("napari-avan", "Partners")
-    partners.reset_choices()
-    return detect, partners
 
 
 def _notifications() -> list[str]:
@@ -106,7 +98,7 @@ def test_widgets_come_from_the_manifest(make_napari_viewer) -> None:
     from napari_avan._napari._partners_widget import PartnersWidget
 
     viewer = make_napari_viewer()
-    detect, partners = _open(viewer)
+    detect, partners = open_sample_and_docks(viewer)
     assert isinstance(detect, DetectWidget) and isinstance(partners, PartnersWidget)
     assert detect.image.value.name == "EM"
     assert (partners.clefts.value.name, partners.segmentation.value.name) == (
@@ -120,7 +112,7 @@ def test_widgets_come_from_the_manifest(make_napari_viewer) -> None:
 
 def test_detect_in_a_drawn_box(make_napari_viewer) -> None:
     viewer = make_napari_viewer()
-    detect, _ = _open(viewer)
+    detect, _ = open_sample_and_docks(viewer)
     truth = viewer.layers["clefts"].data
     scale = np.asarray(viewer.layers["EM"].scale)
     # a box around the largest true cleft, drawn on its middle section
@@ -165,7 +157,7 @@ def test_detect_in_a_drawn_box(make_napari_viewer) -> None:
 def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1200, 800)
-    _, partners = _open(viewer)
+    _, partners = open_sample_and_docks(viewer)
     clefts = viewer.layers["clefts"]
     truth = clefts.metadata["partners"]
     cleft_id = int(truth["cleft_id"].iloc[0])
@@ -230,7 +222,7 @@ def test_bulk_assign_matches_the_whole_volume_path(make_napari_viewer) -> None:
     from napari_avan.models.assign import iter_assign
 
     viewer = make_napari_viewer()
-    _, partners = _open(viewer)
+    _, partners = open_sample_and_docks(viewer)
     clefts = viewer.layers["clefts"]
     viewer.dims.set_point(0, 20 * clefts.scale[0])
     viewer.reset_view()
@@ -278,7 +270,7 @@ def test_cancel_stops_a_bulk_run(make_napari_viewer) -> None:
     import time
 
     viewer = make_napari_viewer()
-    _, partners = _open(viewer)
+    _, partners = open_sample_and_docks(viewer)
     clefts = viewer.layers["clefts"]
     viewer.dims.ndisplay = 3  # 3D: the whole volume is visible, so every cleft runs
     process_events(0.1)
@@ -342,7 +334,7 @@ def test_detect_the_viewport_and_cancel(make_napari_viewer) -> None:
     from napari_avan.core.geometry import grow_box
 
     viewer = make_napari_viewer(show=True)
-    detect, _ = _open(viewer)
+    detect, _ = open_sample_and_docks(viewer)
     em = viewer.layers["EM"]
     viewer.dims.set_point(0, 16 * em.scale[0])
     camera_of(viewer).center = tuple(em.data_to_world((16, 64, 64)))
@@ -395,7 +387,7 @@ def test_closing_the_partners_dock_stops_its_click_handler(make_napari_viewer) -
 def test_click_a_cleft_in_3d(make_napari_viewer) -> None:
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1000, 800)
-    _, partners = _open(viewer)
+    _, partners = open_sample_and_docks(viewer)
     clefts = viewer.layers["clefts"]
     for name in ("segmentation", "EM"):
         viewer.layers[name].visible = False
@@ -427,7 +419,7 @@ def test_a_failure_in_a_worker_is_a_notification(make_napari_viewer, tmp_path) -
     from napari_avan.models.checkpoint import BUNDLED_DIR
 
     viewer = make_napari_viewer()
-    detect, partners = _open(viewer)
+    detect, partners = open_sample_and_docks(viewer)
     broken = tmp_path / "broken-avan"
     shutil.copytree(BUNDLED_DIR / "avan", broken)
     weights = next(broken.glob("*.pt"))
