@@ -10,7 +10,10 @@ widget docked through npe2, and drives it as a user would:
   the visible clefts (and for one second after, while the results are drawn); the longest
   gap between ticks, less the interval, is the longest time the event loop could not
   respond;
-* cancel: the time from pressing Cancel during a bulk run to the worker stopping.
+* cancel: the time from pressing Cancel during a bulk run to the worker stopping;
+* session start: the time the first assignment spends starting the proofreading session
+  (the labels written twice, the image and segmentation copied into it), on the GUI
+  thread; sessions go to a temporary folder.
 
     xvfb-run -a python benchmarks/bench_gui.py               # synthetic sample and VNC crop
     xvfb-run -a python benchmarks/bench_gui.py --data vnc --clicks 30
@@ -34,6 +37,19 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 VNC = REPO.parent / "shared" / "data" / "vnc_stack1_left" / "vnc_left.npz"
+
+
+def _cpu() -> str:
+    """The CPU's model name (figures differ between machines: print it beside them)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def load(viewer: Any, data: str) -> None:
@@ -194,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
 
         _models.gui_threads = lambda: args.threads
 
+    import os
+    import tempfile
+
     import napari
     import torch
+
+    from napari_avan.core.session.session import SESSIONS_ENV
+
+    os.environ[SESSIONS_ENV] = tempfile.mkdtemp(prefix="bench-gui-sessions-")
 
     from napari_avan._napari import _models
     from napari_avan.models.device import available_cores
@@ -213,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         load(viewer, data)
         partners.reset_choices()
         figures: dict[str, Any] = {"shape": list(viewer.layers["EM"].data.shape)}
+        start = time.perf_counter()
+        partners.ensure_session()
+        figures["session_start_s"] = time.perf_counter() - start
         figures.update(measure_clicks(viewer, partners, args.clicks))
         ndisplay = 3 if args.bulk_view == "3d" else 2
         runs = [measure_bulk(viewer, partners, None, ndisplay) for _ in range(args.repeats)]
@@ -230,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in figures.items():
             if key != "shape":
                 print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
-    print(f"cores {results['cores']}, torch threads {results['torch_threads']}")
+    _, run = _models.MODELS.get(partners.model_spec, "avan", str(partners.device.value))
+    results["cpu"] = _cpu()
+    results["avan_run"] = run.describe()
+    print(f"{results['cpu']}: cores {results['cores']}, torch threads {results['torch_threads']}")
+    print(f"AVAN ran on {results['avan_run']}")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     viewer.close()

@@ -1,7 +1,8 @@
 """Latency of proofreading decisions, of reopening a session, and the undo history's memory.
 
 A session of about 1,000 clefts over a 64 x 1024 x 1024 volume gets 1,000 random decisions
-(accept, reject, note, set_partners, delete, merge, reseed from voxels, undo, redo). Each
+(accept, reject, note, set_partners, assign, delete, merge, reseed from voxels, undo,
+redo; assign as the Partners dock records an AVAN result, with 8 scored candidates). Each
 ``Session.apply`` is timed with its journal fsync and its label-chunk writes; then the
 session is reopened from disk. Prints the CPU, the median and p99 per action kind, the
 reopening time and the memory the undo history holds (tracemalloc, after the decisions).
@@ -53,10 +54,9 @@ def make_clefts(shape: tuple[int, int, int], n: int, seed: int) -> np.ndarray:
 
 
 def decision(s: Session, rng: random.Random, shape: tuple[int, int, int]) -> dict[str, Any]:
-    kind = rng.choices(
-        ["accept", "reject", "note", "set_partners", "delete", "merge", "reseed", "undo", "redo"],
-        weights=[30, 15, 5, 15, 5, 5, 10, 10, 5],
-    )[0]
+    kinds = {"accept": 30, "reject": 15, "note": 5, "set_partners": 15, "assign": 15,
+             "delete": 5, "merge": 5, "reseed": 10, "undo": 10, "redo": 5}  # fmt: skip
+    kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
     if kind in ("undo", "redo"):
         return {"action": kind}
     cleft = rng.choice(list(s.records))
@@ -65,6 +65,11 @@ def decision(s: Session, rng: random.Random, shape: tuple[int, int, int]) -> dic
     if kind == "set_partners":
         return {"action": "set_partners", "cleft": cleft, "pre": [rng.randrange(1, 9999)],
                 "post": [rng.randrange(1, 9999), rng.randrange(1, 9999)]}  # fmt: skip
+    if kind == "assign":
+        ids = rng.sample(range(1, 9999), 8)
+        return {"action": "assign", "cleft": cleft, "pre": ids[:1], "post": ids[1:3],
+                "candidates": ids, "pre_scores": [rng.random() for _ in ids],
+                "post_scores": [rng.random() for _ in ids]}  # fmt: skip
     if kind == "merge":
         return {"action": "merge", "clefts": rng.sample(list(s.records), 2)}
     if kind == "reseed":

@@ -10,6 +10,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _sessions_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions the widgets start live in a temporary folder, not the user's home."""
+    from napari_avan.core.session.session import SESSIONS_ENV
+
+    monkeypatch.setenv(SESSIONS_ENV, str(tmp_path_factory.mktemp("sessions")))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real EM data beside the repository (``../shared/data``); CI has it too."""

@@ -55,6 +55,10 @@ PROB_KIND = "cleft_probability"
 CLEFTS_KIND = "predicted_clefts"
 PRE_KIND = "presynaptic"
 POST_KIND = "postsynaptic"
+#: ``metadata`` keys: the volume spec a layer was read from (``PATH`` or ``PATH:KEY``),
+#: and the proofreading session folder a clefts layer shows.
+SOURCE_SPEC_KEY = "napari_avan_source"
+SESSION_KEY = "napari_avan_session"
 
 
 def edge_points(edges: Any) -> Any:

@@ -6,6 +6,14 @@ postsynaptic ones in ``postsynaptic`` (green); the candidates' scores fill the w
 score table and the edges the synapse table (also the ``synapses`` points layer, which
 File > Save Layers writes as an edge table). "Assign viewport" does the same for every
 cleft visible, in batches, with progress and Cancel.
+
+The widget is a view over a proofreading session (:class:`~napari_avan.core.session.Session`):
+each assignment enters the session as an ``assign`` decision (journaled on disk before it
+shows), and the layers and tables are drawn from the session's records when it says they
+changed. The first assignment starts a session under
+:func:`~napari_avan.core.session.session.sessions_home` (the image and segmentation are
+named by their files, or copied in when they live only in napari); "Save session as..."
+copies it to a folder of your choice and goes on there; "Open session..." shows one again.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ import numpy as np
 import pandas as pd
 from magicgui.widgets import (
     CheckBox,
+    Container,
     FloatSpinBox,
+    Label,
     PushButton,
     Table,
     create_widget,
@@ -33,6 +43,8 @@ from napari_avan._napari._layers import (
     EDGES_KIND,
     POST_KIND,
     PRE_KIND,
+    SESSION_KEY,
+    SOURCE_SPEC_KEY,
     edge_points,
     synapse_points_layer,
 )
@@ -40,23 +52,36 @@ from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._workers import JobKind, notify
 from napari_avan.core.geometry import clefts_in_box
-from napari_avan.models.partners import CleftOutput, PartnersStep, iter_partners
+from napari_avan.core.session import Session, SessionEvent, assign_decision
+from napari_avan.core.session.tables import edge_status
+from napari_avan.models.partners import (
+    CleftOutput,
+    PartnersStep,
+    iter_partners,
+    patch_extent,
+    record_output,
+)
 from napari_avan.types import AvanInputError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import napari.viewer
 
 #: Fixed colours of the partner layers.
 PRE_COLOR = "magenta"
 POST_COLOR = "lime"
 #: Columns of the synapse table shown in the widget.
-TABLE_COLUMNS = ("cleft", "pre", "post", "pre score", "post score")
+TABLE_COLUMNS = ("cleft", "pre", "post", "pre score", "post score", "status")
 #: Shortest time between two redraws of the results during a bulk run.
 REFRESH_INTERVAL_MS = 1000
 #: Pause between the parts of a staged redraw.
 STAGE_PAUSE_MS = 10
 #: Columns of the candidate score table.
 SCORE_COLUMNS = ("segment", "pre", "post", "role")
+#: Where a session's partner masks are drawn around each cleft, in voxels on each side,
+#: until a model says its patch (the bundled AVAN's patch at its working voxel size).
+DEFAULT_MARGIN = (8, 96, 96)
 
 
 def _table_value(rows: list[list[Any]], columns: tuple[str, ...]) -> dict[str, Any]:
@@ -163,6 +188,12 @@ class PartnersWidget(ModelWidget):
         self.status.value = "click a cleft"
         self.scores = Table(value=_table_value([], SCORE_COLUMNS))
         self.synapses = Table(value=_table_value([], TABLE_COLUMNS))
+        self.save_button = PushButton(text="Save session as...")
+        self.open_button = PushButton(text="Open session...")
+        self.session_label = Label(value="session: starts with the first assignment")
+        session_row = Container(
+            layout="horizontal", widgets=[self.save_button, self.open_button], labels=False
+        )
         self.extend(
             [
                 self.image,
@@ -180,6 +211,8 @@ class PartnersWidget(ModelWidget):
                 self.status,
                 self.scores,
                 self.synapses,
+                session_row,
+                self.session_label,
             ]
         )
         self.scores.read_only = True
@@ -193,17 +226,26 @@ class PartnersWidget(ModelWidget):
         for widget in (self.clefts, self.segmentation):
             widget.changed.connect(lambda *_, w=widget: self._picked(w))
         self.assign_button.changed.connect(self.assign_viewport)
+        self.save_button.changed.connect(self._save_dialog)
+        self.open_button.changed.connect(self._open_dialog)
         self.synapses.native.itemSelectionChanged.connect(self._on_row_selected)
-        #: every assigned cleft's result, by cleft id
+        #: the proofreading session shown (None until the first assignment or opening)
+        self.session: Session | None = None
+        #: the clefts layer, segmentation layer and clefts table the session belongs to
+        self._session_of: tuple[Any, Any, Any] | None = None
+        #: what each assigned cleft of the session shows, by cleft id
         self.results: dict[int, CleftOutput] = {}
-        #: the edge table of everything assigned (see docs/architecture.md)
+        #: the edge table of everything shown (see docs/architecture.md), with status
         self.edges = pd.DataFrame()
+        #: outputs a run computed, used when their decision comes back as an event
+        self._prepared: dict[int, CleftOutput] = {}
+        self._applying = False
+        self._margin: tuple[int, int, int] = DEFAULT_MARGIN
         #: seconds from click to partners shown, one per click (for benchmarks)
         self.click_latencies: list[float] = []
         self.selected_cleft: int | None = None
         self._pending_click: tuple[int, tuple[int, int, int], float] | None = None
         self._refresh_timer: Any = None
-        self._results_of: tuple[Any, Any] | None = None
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._load_defaults()
 
@@ -359,9 +401,11 @@ class PartnersWidget(ModelWidget):
         except AvanInputError as exc:
             self._fail(f"Partners: {exc}")
             return None
-        if self._results_of != (clefts, seg):
-            self.clear_results()  # results belong to one pair of clefts and segmentation
-            self._results_of = (clefts, seg)
+        try:
+            session = self.ensure_session()
+        except AvanInputError as exc:
+            self._fail(f"Partners: {exc}")
+            return None
         arrays = (image.data, clefts.data, seg.data)
         spec, device = self.model_spec, str(self.device.value)
         kwargs = self._assign_kwargs()
@@ -371,12 +415,13 @@ class PartnersWidget(ModelWidget):
 
         def work() -> Any:
             model, run = MODELS.get(spec, "avan", device)
+            self._margin = patch_extent(model, voxel)
             yield from iter_partners(
                 model, run, arrays, voxel, cleft_points, model_name=spec, **kwargs
             )
 
         def on_yield(step: PartnersStep) -> None:
-            self._apply(step.outputs, select=single)
+            self._apply(session, step.outputs, select=single, model=spec)
             if single and step.outputs and clicked is not None:
                 self.click_latencies.append(time.perf_counter() - clicked)
             if not single:
@@ -466,37 +511,254 @@ class PartnersWidget(ModelWidget):
 
         return self.edges if len(self.edges.columns) else empty_edge_table()
 
-    def _apply(self, outputs: list[CleftOutput], select: bool) -> None:
-        """Paint partner masks, update the tables and the synapses layer (GUI thread)."""
+    def _apply(
+        self, session: Session, outputs: list[CleftOutput], select: bool, model: str = ""
+    ) -> None:
+        """Record a run's assignments in its session (each journaled before it shows);
+        the session's events redraw them (GUI thread)."""
         if not outputs:
             return
-        pre_layer, post_layer, _ = self._partner_layers()
-        for out in outputs:
-            old = self.results.get(out.cleft_id)
-            if old is not None:  # a rerun of this cleft: clear its old partners first
-                for layer, ids in (
-                    (pre_layer, old.assignment.pre_ids),
-                    (post_layer, old.assignment.post_ids),
-                ):
-                    view = layer.data[old.region]
-                    view[np.isin(view, ids)] = 0
-            for layer, mask in ((pre_layer, out.pre_mask), (post_layer, out.post_mask)):
-                view = layer.data[out.region]
-                view[mask > 0] = mask[mask > 0]
-            self.results[out.cleft_id] = out
-        done = {o.cleft_id for o in outputs}
-        frames = [o.edges for o in outputs if len(o.edges)]
-        kept = (
-            self.edges[~self.edges["cleft_segid"].isin(done)]
-            if len(self.edges.columns)
-            else self.edges
-        )
-        self.edges = pd.concat([kept, *frames], ignore_index=True) if frames else kept
+        self._applying = True
+        try:
+            for out in outputs:
+                self._prepared[out.cleft_id] = out
+                session.apply(assign_decision(out.assignment, model=model))
+        except AvanInputError as exc:
+            self._fail(f"Partners: {exc}")
+            return
+        finally:
+            self._applying = False
+            self._prepared.clear()
+        if session is not self.session:
+            return  # a run of a session no longer shown: recorded there, not drawn here
         if select:
             self.refresh_views()
             self.show_cleft(outputs[-1].cleft_id, move_camera=False)
         else:
             self._schedule_refresh()
+
+    # --- the session --------------------------------------------------------------------
+
+    def _bound_to(self, clefts: Any, seg: Any) -> bool:
+        """Whether the session shown belongs to these layers (and to the clefts they
+        hold now: a Detect run gives the layer a new cleft table, and a new session)."""
+        bound = self._session_of
+        return (
+            self.session is not None
+            and bound is not None
+            and bound[0] is clefts
+            and bound[1] is seg
+            and bound[2] is (clefts.metadata or {}).get("cleft_table")
+        )
+
+    def ensure_session(self) -> Session:
+        """The session of the chosen layers, started (and shown) if there is none yet.
+
+        A new session lives under ``sessions_home()``; it names the image and
+        segmentation by the files they were read from, or keeps a copy of them when they
+        live only in napari, so that it can be reopened and exported on its own.
+        """
+        from napari_avan.core.session.session import new_session_folder
+        from napari_avan.io.export import keep_session_volume
+
+        image, clefts, seg = self._checked_layers()
+        if self._bound_to(clefts, seg):
+            assert self.session is not None
+            return self.session
+        voxel = layer_voxel_size(image)
+        session = Session.create(
+            new_session_folder(clefts.name),
+            np.asarray(clefts.data),
+            voxel,
+            models={"avan": self.model_spec},
+        )
+        for key, layer in (("image", image), ("segmentation", seg)):
+            spec = (layer.metadata or {}).get(SOURCE_SPEC_KEY)
+            keep_session_volume(session, key, None if spec else layer.data, spec=spec)
+        self._show_session(session, clefts, seg)
+        return session
+
+    def _show_session(self, session: Session, clefts: Any, seg: Any) -> None:
+        """Make ``session`` the one shown: layers and tables drawn from its records."""
+        if self.session is not None:
+            self.session.disconnect(self._on_session_event)
+        self.clear_results()
+        self.session = session
+        self._session_of = (clefts, seg, (clefts.metadata or {}).get("cleft_table"))
+        clefts.metadata[SESSION_KEY] = str(session.path)
+        session.connect(self._on_session_event)
+        self.session_label.value = f"session: {session.path}"
+        self._render(sorted(session.records))
+        if self.results:
+            self.refresh_views()
+
+    def _on_session_event(self, event: SessionEvent) -> None:
+        self._render(event.clefts)
+        if not self._applying:  # a change made elsewhere (a script, another dock)
+            self._schedule_refresh()
+
+    def _render(self, cleft_ids: Any) -> None:
+        """Draw these clefts as the session now records them: partner masks, edge rows
+        (with the session's status) and results; clefts without partners show none."""
+        session = self.session
+        if session is None:
+            return
+        ids = {int(c) for c in cleft_ids}
+        if not ids:
+            return
+        pre_layer = post_layer = None
+        shown: list[CleftOutput] = []
+        voxel = session.voxel_size_nm
+        for cleft in sorted(ids):
+            record = session.records.get(cleft)
+            old = self.results.pop(cleft, None)
+            drawn = record is not None and bool(record.candidates or record.pre or record.post)
+            if old is None and not drawn:
+                continue
+            if pre_layer is None:
+                pre_layer, post_layer, _ = self._partner_layers()
+            assert post_layer is not None
+            if old is not None:  # clear its old partners first
+                for layer, old_ids in (
+                    (pre_layer, old.assignment.pre_ids),
+                    (post_layer, old.assignment.post_ids),
+                ):
+                    view = layer.data[old.region]
+                    view[np.isin(view, old_ids)] = 0
+            if record is None or not drawn:
+                continue
+            out = self._prepared.get(cleft)
+            if out is None or (out.assignment.pre_ids, out.assignment.post_ids) != (
+                list(record.pre),
+                list(record.post),
+            ):
+                out = record_output(
+                    cleft, record, session.labels, self.segmentation.value.data, voxel,
+                    self._margin, model_name=str(session.meta.get("models", {}).get("avan", "")),
+                )  # fmt: skip
+            for layer, mask in ((pre_layer, out.pre_mask), (post_layer, out.post_mask)):
+                view = layer.data[out.region]
+                view[mask > 0] = mask[mask > 0]
+            edges = out.edges.copy()
+            edges["status"] = edge_status(record)
+            edges["round"] = np.int64(record.round)
+            out = CleftOutput(cleft, out.assignment, edges, out.region, out.pre_mask,
+                              out.post_mask)  # fmt: skip
+            self.results[cleft] = out
+            shown.append(out)
+        frames = [o.edges for o in shown if len(o.edges)]
+        kept = (
+            self.edges[~self.edges["cleft_segid"].isin(ids)]
+            if len(self.edges.columns)
+            else self.edges
+        )
+        self.edges = pd.concat([kept, *frames], ignore_index=True) if frames else kept
+
+    def save_session(self, path: str | Path) -> Path:
+        """Copy the session to ``path`` (a new folder) and go on there; the copy left
+        behind stays as it was. Starts a session from the chosen layers if none is shown.
+
+        Raises:
+            AvanInputError: ``path`` exists, or the copy failed (nothing is left there).
+        """
+        import shutil
+        from pathlib import Path
+
+        from napari_avan.core.files import atomic_path
+
+        session = self.ensure_session() if self.session is None else self.session
+        target = Path(path)
+        if target.exists() or target.is_symlink():
+            raise AvanInputError(f"{target} exists: choose a new folder for the session")
+        try:
+            with atomic_path(target, overwrite=False) as tmp:
+                shutil.copytree(session.path, tmp)
+        except OSError as err:
+            raise AvanInputError(
+                f"could not save the session to {target}: {err.strerror or err} "
+                f"(it is still at {session.path})"
+            ) from err
+        assert self._session_of is not None
+        clefts, seg, _ = self._session_of
+        self._show_session(Session.open(target), clefts, seg)
+        self.status.value = f"session saved to {target}"
+        return target
+
+    def open_session(self, path: str | Path) -> Session:
+        """Show the session in folder ``path``: its clefts as a new labels layer (a
+        read-only view of the session's labels), its image and segmentation from the
+        files it names unless layers of the same shape are chosen already.
+
+        Raises:
+            AvanInputError: not a session folder, or its volumes cannot be read.
+        """
+        from pathlib import Path
+
+        from napari_avan._napari._layers import image_layer, labels_layer
+        from napari_avan.io.export import session_volume
+
+        session = Session.open(Path(path))
+        shape = tuple(session.labels.shape)
+        voxel = session.voxel_size_nm
+        name = Path(path).name
+        added: dict[str, Any] = {}
+        for key, role, chosen in (
+            ("image", "image", self.image.value),
+            ("segmentation", "segmentation", self.segmentation.value),
+        ):
+            if chosen is not None and tuple(chosen.data.shape) == shape:
+                continue
+            data = session_volume(session, key, role)
+            if data is None:
+                raise AvanInputError(
+                    f"the session names no {key}: choose a {key} layer of shape {shape} first"
+                )
+            maker = image_layer if key == "image" else labels_layer
+            layer_data, kwargs, _ = maker(data, voxel, f"{key} ({name})")
+            added[key] = self._viewer.add_layer(
+                _layer_from(layer_data, kwargs, "image" if key == "image" else "labels")
+            )
+        clefts = self._viewer.add_labels(
+            session.labels,
+            name=f"clefts ({name})",
+            scale=tuple(voxel),
+            opacity=0.8,
+            metadata={"voxel_size_nm": tuple(voxel), SESSION_KEY: str(session.path)},
+        )
+        self.reset_choices()
+        self.clefts.value = clefts
+        self._picked_by_hand.add(self.clefts)
+        for key, widget in (("image", self.image), ("segmentation", self.segmentation)):
+            if key in added:
+                widget.value = added[key]
+                self._picked_by_hand.add(widget)
+        self._show_session(session, clefts, self.segmentation.value)
+        counts = session.status()
+        self.status.value = (
+            f"session {name}: {counts['clefts']} clefts, {counts['pending']} pending, "
+            f"{counts['decisions']} decisions"
+        )
+        return session
+
+    def _save_dialog(self, *_: Any) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self.native, "Save the session as a folder")
+        if path:
+            try:
+                self.save_session(path)
+            except AvanInputError as exc:
+                self._fail(f"Save session: {exc}")
+
+    def _open_dialog(self, *_: Any) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getExistingDirectory(self.native, "Open a session folder")
+        if path:
+            try:
+                self.open_session(path)
+            except AvanInputError as exc:
+                self._fail(f"Open session: {exc}")
 
     def clear_results(self) -> None:
         """Forget every assignment: tables emptied, partner layers cleared."""
@@ -571,6 +833,7 @@ class PartnersWidget(ModelWidget):
                 int(r.postsyn_segid),
                 float(r.presyn_wt),
                 float(r.postsyn_wt),
+                str(r.status),
             ]
             for r in self.edges_table().itertuples()
         ]
@@ -593,7 +856,9 @@ class PartnersWidget(ModelWidget):
         _fill_table(self.scores, rows)
         pre = ", ".join(map(str, a.pre_ids)) or "none"
         post = ", ".join(map(str, a.post_ids)) or "none"
-        self.status.value = f"cleft {cleft_id}: pre {pre} -> post {post}"
+        record = self.session.records.get(cleft_id) if self.session is not None else None
+        status = f" ({record.status})" if record is not None else ""
+        self.status.value = f"cleft {cleft_id}: pre {pre} -> post {post}{status}"
         clefts = self.clefts.value
         if clefts is not None:
             clefts.selected_label = cleft_id
@@ -627,7 +892,16 @@ class PartnersWidget(ModelWidget):
         self.show_cleft(cleft_id, move_camera=True)
 
     def close(self) -> None:  # type: ignore[override]
-        """Close the widget and stop listening to clicks on the canvas."""
+        """Close the widget and stop listening to clicks on the canvas and the session."""
         if self._on_mouse in self._viewer.mouse_drag_callbacks:
             self._viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        if self.session is not None:
+            self.session.disconnect(self._on_session_event)
         super().close()
+
+
+def _layer_from(data: Any, kwargs: dict[str, Any], layer_type: str) -> Any:
+    """A napari layer from a layer-data tuple's parts."""
+    from napari.layers import Image, Labels
+
+    return (Image if layer_type == "image" else Labels)(data, **kwargs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_avan._napari._layers import (
+    SOURCE_SPEC_KEY,
     LayerData,
     image_layer,
     labels_layer,
@@ -80,7 +81,9 @@ def _keys(path: Path) -> list[str]:
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
     """Every 3D volume in ``path`` as an image or labels layer, scaled to nm."""
-    from napari_avan.io import read_table, read_volume
+    from dataclasses import replace
+
+    from napari_avan.io import parse_spec, read_table, read_volume
 
     if isinstance(path, list):
         path = path[0]
@@ -97,9 +100,14 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         name = key.rsplit("/", 1)[-1] if key else root.name.split(".")[0]
         data = volume.data
         if _is_labels(name, data.dtype):
-            layers.append(labels_layer(data, volume.voxel_size_nm, name))
+            layer = labels_layer(data, volume.voxel_size_nm, name)
         else:
-            layers.append(image_layer(data, volume.voxel_size_nm, name))
+            layer = image_layer(data, volume.voxel_size_nm, name)
+        # where the volume lives, so a session can name it instead of copying it
+        layer[1].setdefault("metadata", {})[SOURCE_SPEC_KEY] = str(
+            replace(parse_spec(spec), path=root.resolve())
+        )
+        layers.append(layer)
     if not layers:
         raise AvanInputError(f"no 3D volume in {root}: " + "; ".join(skipped))
     partners = root / "partners.csv"

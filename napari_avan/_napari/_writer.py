@@ -21,9 +21,43 @@ def _voxel_size(meta: dict[str, Any]) -> VoxelSize | None:
     return check_voxel_size(scale, what="layer scale")
 
 
+def session_format(path: Path) -> str:
+    """The export format a session saved to ``path`` takes, from its extension."""
+    name = path.name.lower()
+    if name.endswith(".ome.zarr"):
+        return "ome-zarr"
+    for suffixes, fmt in (
+        ((".zarr",), "zarr"),
+        ((".h5", ".hdf5", ".hdf", ".cremi"), "cremi"),
+        ((".tif", ".tiff"), "tiff"),
+        ((".csv",), "csv"),
+    ):
+        if name.endswith(suffixes):
+            return fmt
+    raise AvanInputError(
+        f"cannot tell the export format of {path.name}: end the name with .zarr, .ome.zarr, "
+        ".h5 (CREMI), .tif or .csv"
+    )
+
+
 def write_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Save a labels, image or probability layer (dtype kept) with its voxel size."""
+    """Save a labels, image or probability layer (dtype kept) with its voxel size.
+
+    A clefts layer that shows a proofreading session (the Partners dock's) is saved as the
+    session's export (``napari-avan export``): the corrected clefts, the segmentation and
+    image where the format holds them, and the edge table with status.
+    """
+    from napari_avan._napari._layers import SESSION_KEY
     from napari_avan.io import write_volume
+
+    folder = (meta.get("metadata") or {}).get(SESSION_KEY)
+    if folder:
+        from napari_avan.core.session import Session
+        from napari_avan.io.export import export_session_files
+
+        out = Path(path)
+        session = Session.open(folder)
+        return [str(export_session_files(session, session_format(out), out, overwrite=False))]
 
     # Never replace what is there: napari's own dialog asks first, scripts must choose a name.
     out = write_volume(Path(path), np.asarray(data), _voxel_size(meta), overwrite=False)

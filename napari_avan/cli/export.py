@@ -24,22 +24,11 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from napari_avan.cli.session import session_volume
     from napari_avan.core.session import Session
-    from napari_avan.io.export import export_session
+    from napari_avan.io.export import export_session_files
 
     session = Session.open(args.session)
-    wanted = {"tiff": (), "csv": ("segmentation",)}.get(args.format, ("segmentation", "image"))
-    segmentation = (
-        session_volume(session, "segmentation", "segmentation")
-        if "segmentation" in wanted
-        else None
-    )
-    image = session_volume(session, "image", "image") if "image" in wanted else None
-    out = export_session(
-        session, args.format, args.out, segmentation=segmentation, image=image,
-        overwrite=args.overwrite,
-    )  # fmt: skip
+    out = export_session_files(session, args.format, args.out, overwrite=args.overwrite)
     status = session.status()
     print(f"wrote {out} ({status['clefts'] - status['rejected']} clefts kept)")
     return 0

@@ -141,7 +141,7 @@ def cmd_session_create(args: argparse.Namespace) -> int:
 
         # the detector's map, kept for re-seeding (the session folder is ours)
         write_volume(out / "cleft_prob.zarr", probability, vs)
-        session.meta["volumes"]["prob"] = str((out / "cleft_prob.zarr").resolve())
+        session.meta["volumes"]["prob"] = "cleft_prob.zarr"  # inside the session folder
         session.save_meta()
     status = session.status()
     print(f"wrote {out} ({_count(status['clefts'], 'cleft')}, all pending)")
@@ -199,23 +199,9 @@ def cmd_session_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def session_volume(session: Any, key: str, role: str) -> Any:
-    """The session's ``image``, ``segmentation`` or ``prob`` read from its recorded spec
-    (None when it has none), checked against the session's shape."""
-    from napari_avan.io import read_volume
-
-    spec = session.meta.get("volumes", {}).get(key)
-    if not spec:
-        return None
-    data = read_volume(spec, session.voxel_size_nm, lazy=False, role=role).data
-    shape = tuple(session.labels.shape)
-    if tuple(data.shape) != shape:
-        raise AvanInputError(f"{spec} has shape {tuple(data.shape)}, the session {shape}")
-    return data
-
-
 def _attach_volumes(session: Any, device: str) -> None:
     """What re-seeding needs: the probability map, the segmentation, AVAN on the image."""
+    from napari_avan.io.export import session_volume
     from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.device import plan
     from napari_avan.models.partners import avan_assigner

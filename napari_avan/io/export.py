@@ -25,6 +25,67 @@ if TYPE_CHECKING:
 
 #: Formats :func:`export_session` writes.
 EXPORT_FORMATS = ("zarr", "ome-zarr", "cremi", "csv", "tiff")
+#: The session volumes each format needs.
+_NEEDS = {"tiff": (), "csv": ("segmentation",)}
+
+
+def session_volume(session: Session, key: str, role: str) -> np.ndarray | None:
+    """The session's ``image``, ``segmentation`` or ``prob`` read from its recorded spec
+    (None when it has none), checked against the session's shape. A spec with a relative
+    path names a file inside the session folder."""
+    from napari_avan.io.volumes import read_volume
+
+    spec = session.meta.get("volumes", {}).get(key)
+    if not spec:
+        return None
+    where = str(spec) if Path(spec).expanduser().is_absolute() else str(session.path / spec)
+    data = read_volume(where, session.voxel_size_nm, lazy=False, role=role).data
+    shape = tuple(session.labels.shape)
+    if tuple(data.shape) != shape:
+        raise AvanInputError(f"{spec} has shape {tuple(data.shape)}, the session {shape}")
+    return np.asarray(data)
+
+
+def keep_session_volume(
+    session: Session, key: str, data: Any = None, *, spec: str | None = None
+) -> None:
+    """Record the session's ``image``, ``segmentation`` or ``prob``: its volume spec when
+    it lives in a file (``spec``), else a copy written into the session folder
+    (``KEY.zarr``, named relative to the folder so that a copied session still finds it).
+    ``session.json`` is rewritten atomically."""
+    from napari_avan.io.volumes import write_volume
+
+    if spec is None:
+        if data is None:
+            raise AvanInputError(f"the session's {key} needs a spec or the volume itself")
+        volume = np.asarray(data)
+        if tuple(volume.shape) != tuple(session.labels.shape):
+            raise AvanInputError(
+                f"the {key} has shape {volume.shape}, the session {session.labels.shape}"
+            )
+        write_volume(session.path / f"{key}.zarr", volume, session.voxel_size_nm, overwrite=True)
+        spec = f"{key}.zarr"
+    session.meta.setdefault("volumes", {})[key] = spec
+    session.save_meta()
+
+
+def export_session_files(
+    session: Session, format: str, out: str | Path, *, overwrite: bool = False
+) -> Path:
+    """:func:`export_session` with the segmentation and image read from the session's own
+    volume specs (what ``napari-avan export`` and the napari writer do)."""
+    if format not in EXPORT_FORMATS:
+        raise AvanInputError(f"export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    wanted = _NEEDS.get(format, ("segmentation", "image"))
+    segmentation = (
+        session_volume(session, "segmentation", "segmentation")
+        if "segmentation" in wanted
+        else None
+    )
+    image = session_volume(session, "image", "image") if "image" in wanted else None
+    return export_session(
+        session, format, out, segmentation=segmentation, image=image, overwrite=overwrite
+    )
 
 
 def export_session(

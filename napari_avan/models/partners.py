@@ -71,7 +71,7 @@ def patch_extent(model: LoadedModel, voxel: VoxelSize) -> tuple[int, int, int]:
     return (z, y, x)
 
 
-def _outputs(
+def partner_output(
     assignment: CleftAssignment,
     clefts: np.ndarray,
     segmentation: np.ndarray,
@@ -107,6 +107,45 @@ def _outputs(
     else:
         edges = empty_edge_table()
     return CleftOutput(int(assignment.cleft_id), assignment, edges, region, pre_mask, post_mask)
+
+
+def record_output(
+    cleft_id: int,
+    record: Any,
+    clefts: Any,
+    segmentation: Any,
+    voxel: VoxelSize,
+    margin: Sequence[int],
+    *,
+    model_name: str = "",
+) -> CleftOutput:
+    """What a session's record of one cleft shows (a ``core.session.CleftRecord``): its
+    partners' masks in the cleft's box widened by ``margin`` (AVAN's patch, as a run
+    shows them) and its edge rows, the weights being the recorded scores (NaN for
+    partners set by hand)."""
+    shape = tuple(int(n) for n in clefts.shape)
+    if record.box:
+        box: Box = tuple(  # type: ignore[assignment]
+            slice(int(b), int(e)) for b, e in zip(record.box[:3], record.box[3:], strict=True)
+        )
+    else:  # no box recorded: search the whole volume
+        where = np.argwhere(np.asarray(clefts) == cleft_id)
+        if where.size == 0:
+            raise AvanInputError(f"cleft {cleft_id} has no voxel in the session's labels")
+        lo, hi = where.min(axis=0), where.max(axis=0) + 1
+        box = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])),
+               slice(int(lo[2]), int(hi[2])))  # fmt: skip
+    region = grow_box(box, margin, shape)
+    assignment = CleftAssignment(
+        int(cleft_id),
+        np.asarray(record.candidates, dtype=np.int64),
+        np.asarray(record.pre_scores, dtype=float),
+        np.asarray(record.post_scores, dtype=float),
+        list(record.pre),
+        list(record.post),
+    )
+    cl, seg = np.asarray(clefts[region]), np.asarray(segmentation[region])
+    return partner_output(assignment, cl, seg, region, region, voxel, model_name)
 
 
 def iter_partners(
@@ -161,7 +200,7 @@ def iter_partners(
         **assign_kwargs,
     ):
         outputs = [
-            _outputs(a, cl, seg, crop, regions[a.cleft_id], voxel, model_name)
+            partner_output(a, cl, seg, crop, regions[a.cleft_id], voxel, model_name)
             for a in step.finished
         ]
         yield PartnersStep(step.done, step.total, outputs)

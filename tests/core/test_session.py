@@ -121,6 +121,34 @@ def test_bad_decisions_are_refused_and_not_journaled(tmp_path: Path) -> None:
         {"action": "reseed", "voxels": [[1, 2, 2]]},  # all inside cleft 1
         {"action": "undo"},
         {"action": "redo"},
+        {
+            "action": "assign",
+            "cleft": 1,
+            "pre": [7],
+            "post": [8],
+            "candidates": [7, 8],
+            "pre_scores": [0.9],
+            "post_scores": [0.1, 0.8],
+        },  # one score short
+        {
+            "action": "assign",
+            "cleft": 1,
+            "pre": [7],
+            "post": [8],
+            "candidates": [7, 8],
+            "pre_scores": [0.9, float("nan")],
+            "post_scores": [0.1, 0.8],
+        },
+        {
+            "action": "assign",
+            "cleft": 1,
+            "pre": [7],
+            "post": [8],
+            "candidates": [7, 8],
+            "pre_scores": [True, 0.1],
+            "post_scores": [0.1, 0.8],
+        },
+        {"action": "assign", "cleft": 1, "pre": [7], "post": [8]},  # no candidates
     ]
     for decision in bad:
         with pytest.raises(AvanInputError):
@@ -129,11 +157,41 @@ def test_bad_decisions_are_refused_and_not_journaled(tmp_path: Path) -> None:
     assert s.status()["decisions"] == 0
 
 
+def test_assign_records_a_networks_partners_and_scores(tmp_path: Path) -> None:
+    from napari_avan.core.partners import CleftAssignment
+    from napari_avan.core.session import assign_decision
+
+    s = _session(tmp_path)
+    found = CleftAssignment(2, np.array([4, 5, 6]), np.array([0.9, 0.1, 0.2]),
+                            np.array([0.1, 0.7, 0.65]), [4], [5, 6])  # fmt: skip
+    decision = assign_decision(found, model="avan")
+    assert decision["model"] == "avan"
+    s.apply(decision)
+    r = s.records[2]
+    assert (r.pre, r.post, r.candidates) == ((4,), (5, 6), (4, 5, 6))
+    assert r.pre_scores == (0.9, 0.1, 0.2) and r.status == "pending"
+    # the review order reads the margins: cleft 2's post side (0.7 vs 0.65) is the least sure
+    assert s.review_queue()[0] == 2
+    # a decision on these partners survives the same assignment again...
+    s.apply({"action": "accept", "cleft": 2})
+    s.apply(decision)
+    assert s.records[2].status == "accepted"
+    # ...but not other partners: the cleft is pending again
+    s.apply({**decision, "post": [5]})
+    assert s.records[2].status == "pending" and s.records[2].post == (5,)
+    s.undo()
+    assert s.records[2].status == "accepted" and s.records[2].post == (5, 6)
+    assert Session.open(s.path).records == s.records
+    # partners set by hand drop the network's scores with its candidates
+    s.apply({"action": "set_partners", "cleft": 2, "pre": [9], "post": [4]})
+    assert s.records[2].candidates == () and s.records[2].pre_scores == ()
+
+
 def _random_decision(s: Session, rng: random.Random) -> dict[str, Any]:
     clefts = sorted(s.records)
     kind = rng.choice(
-        ["accept", "reject", "note", "set_partners", "delete", "merge", "reseed", "undo",
-         "redo", "undo"]
+        ["accept", "reject", "note", "set_partners", "assign", "delete", "merge", "reseed",
+         "undo", "redo", "undo"]
     )  # fmt: skip
     if kind in ("undo", "redo") or not clefts:
         return {
@@ -146,6 +204,11 @@ def _random_decision(s: Session, rng: random.Random) -> dict[str, Any]:
     if kind == "set_partners":
         ids = rng.sample(range(1, 30), 3)
         return {"action": "set_partners", "cleft": cleft, "pre": ids[:1], "post": ids[1:]}
+    if kind == "assign":
+        ids = rng.sample(range(1, 30), 4)
+        return {"action": "assign", "cleft": cleft, "pre": ids[:1], "post": ids[1:3],
+                "candidates": ids, "pre_scores": [rng.random() for _ in ids],
+                "post_scores": [rng.random() for _ in ids]}  # fmt: skip
     if kind == "merge" and len(clefts) >= 2:
         return {"action": "merge", "clefts": rng.sample(clefts, 2)}
     if kind == "reseed":

@@ -135,3 +135,33 @@ def test_cli_export_reads_the_session_volumes(
                                   corrected_labels(s))  # fmt: skip
     assert main(["export", str(s.path), "--format", "zarr", "--out", str(out)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_kept_volume_travels_with_the_session_folder(tmp_path: Path) -> None:
+    import shutil
+
+    from napari_avan.io.export import export_session_files, keep_session_volume, session_volume
+
+    sample = synthesize(seed=2, shape=(8, 64, 64))
+    s = Session.create(tmp_path / "a", sample.clefts, sample.voxel_size_nm)
+    keep_session_volume(s, "segmentation", sample.segmentation)
+    keep_session_volume(s, "image", sample.image)
+    assert s.meta["volumes"]["segmentation"] == "segmentation.zarr"
+    with pytest.raises(AvanInputError, match="shape"):
+        keep_session_volume(s, "prob", np.zeros((2, 2, 2), np.float32))
+    shutil.move(tmp_path / "a", tmp_path / "b")  # a relative spec names the folder's own copy
+    moved = Session.open(tmp_path / "b")
+    np.testing.assert_array_equal(session_volume(moved, "image", "image"), sample.image)
+    assert session_volume(moved, "prob", "cleft probability") is None
+    out = export_session_files(moved, "cremi", tmp_path / "b.h5")
+    np.testing.assert_array_equal(read_cremi(out).neuron_ids.data, sample.segmentation)
+
+
+def test_the_writer_picks_the_export_format_from_the_name() -> None:
+    from napari_avan._napari._writer import session_format
+
+    names = {"x.zarr": "zarr", "x.ome.zarr": "ome-zarr", "x.h5": "cremi", "x.HDF5": "cremi",
+             "x.tif": "tiff", "x.csv": "csv"}  # fmt: skip
+    assert {n: session_format(Path(n)) for n in names} == names
+    with pytest.raises(AvanInputError, match=r"export format of x\.npz"):
+        session_format(Path("x.npz"))

@@ -69,6 +69,10 @@ def test_reader_opens_synth_output(make_napari_viewer, tmp_path: Path) -> None:
     assert by_name["clefts"].__class__.__name__ == "Labels"
     np.testing.assert_array_equal(np.asarray(by_name["clefts"].data), sample.clefts)
     assert tuple(by_name["image"].scale) == sample.voxel_size_nm
+    # each layer names the volume it came from, so a session can name it instead of a copy
+    from napari_avan._napari._layers import SOURCE_SPEC_KEY
+
+    assert by_name["clefts"].metadata[SOURCE_SPEC_KEY] == f"{path.resolve()}:clefts"
 
 
 def test_writer_round_trip(make_napari_viewer, tmp_path: Path) -> None:

@@ -195,13 +195,14 @@ def test_click_a_cleft_shows_its_partners(make_napari_viewer) -> None:
     # the tables as shown: ids as integers, scores with 3 fixed decimals (no 1.500e-02
     # beside 0.9230), every column whole at the default dock width
     process_events(0.2)
-    for table, kinds in ((partners.scores, "iffs"), (partners.synapses, "iiiff")):
+    for table, kinds in ((partners.scores, "iffr"), (partners.synapses, "iiiffs")):
         shown = _shown_texts(table)
         assert shown and all(len(row) == len(kinds) for row in shown)
         for row in shown:
             for text, kind in zip(row, kinds, strict=True):
                 pattern = {"i": INTEGER, "f": FIXED_3}.get(kind)
-                assert pattern.match(text) if pattern else text in ("pre", "post", ""), row
+                allowed = ("pre", "post", "") if kind == "r" else ("predicted",)
+                assert pattern.match(text) if pattern else text in allowed, row
         _assert_columns_fit(table)
     assert any(float(row[1]) < 0.1 for row in _shown_texts(partners.scores))  # was 1e-notation
     points = viewer.layers["synapses"]

@@ -24,6 +24,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "accept": ("cleft",),
     "reject": ("cleft",),
     "set_partners": ("cleft", "pre", "post"),
+    "assign": ("cleft", "pre", "post", "candidates", "pre_scores", "post_scores"),
     "reseed": (),
     "delete": ("cleft",),
     "merge": ("clefts",),
@@ -70,6 +71,30 @@ def _point(value: Any, what: str) -> tuple[int, int, int]:
     return (int(value[0]), int(value[1]), int(value[2]))
 
 
+def _scored_candidates(decision: dict[str, Any]) -> dict[str, Any]:
+    """An ``assign`` decision's candidates and their pre and post scores (finite, one
+    each per candidate), and the model named, if any."""
+    candidates = list(_segment_ids(decision["candidates"], "candidates"))
+    out: dict[str, Any] = {"candidates": candidates}
+    for side in ("pre_scores", "post_scores"):
+        value = decision[side]
+        try:
+            scores = [float(v) for v in value]
+        except (TypeError, ValueError):
+            scores = []
+            ok = False
+        else:
+            ok = not any(isinstance(v, bool) for v in value)
+        if not ok or len(scores) != len(candidates) or not all(map(math.isfinite, scores)):
+            raise AvanInputError(
+                f"decision 'assign' field {side!r} must hold one finite score per candidate"
+            )
+        out[side] = scores
+    if "model" in decision:
+        out["model"] = str(decision["model"])
+    return out
+
+
 def check_decision(decision: Any) -> dict[str, Any]:
     """``decision`` validated and normalised (ids as ints, lists as lists).
 
@@ -87,9 +112,11 @@ def check_decision(decision: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"action": action}
     if "cleft" in ACTIONS[action]:
         out["cleft"] = _cleft_id(decision["cleft"])
-    if action == "set_partners":
+    if action in ("set_partners", "assign"):
         out["pre"] = list(_segment_ids(decision["pre"], "pre"))
         out["post"] = list(_segment_ids(decision["post"], "post"))
+    if action == "assign":
+        out.update(_scored_candidates(decision))
     elif action == "merge":
         clefts = decision["clefts"]
         if not isinstance(clefts, (list, tuple)) or len(clefts) < 2:
@@ -123,6 +150,8 @@ class CleftRecord:
     origin: str = "predicted"
     pre: tuple[int, ...] = ()
     post: tuple[int, ...] = ()
+    #: the segments AVAN scored, and their pre and post scores (in this order)
+    candidates: tuple[int, ...] = ()
     pre_scores: tuple[float, ...] = ()
     post_scores: tuple[float, ...] = ()
     note: str = ""
@@ -139,6 +168,7 @@ class CleftRecord:
             "origin": self.origin,
             "pre": list(self.pre),
             "post": list(self.post),
+            "candidates": list(self.candidates),
             "pre_scores": list(self.pre_scores),
             "post_scores": list(self.post_scores),
             "note": self.note,
@@ -154,6 +184,7 @@ class CleftRecord:
             origin=str(data["origin"]),
             pre=tuple(int(v) for v in data["pre"]),
             post=tuple(int(v) for v in data["post"]),
+            candidates=tuple(int(v) for v in data.get("candidates", ())),
             pre_scores=tuple(float(v) for v in data.get("pre_scores", ())),
             post_scores=tuple(float(v) for v in data.get("post_scores", ())),
             note=str(data.get("note", "")),
@@ -164,7 +195,20 @@ class CleftRecord:
 
     def with_partners(self, pre: tuple[int, ...], post: tuple[int, ...]) -> CleftRecord:
         """Partners set by hand: the network's scores no longer describe them."""
-        return replace(self, pre=pre, post=post, pre_scores=(), post_scores=())
+        return replace(self, pre=pre, post=post, candidates=(), pre_scores=(), post_scores=())
+
+    def assigned(self, decision: dict[str, Any]) -> CleftRecord:
+        """This record after a network's ``assign`` decision: its partners and scores. A
+        decided cleft whose partners change is pending again (the decision was about
+        other partners); one whose partners stay keeps its status."""
+        pre, post = tuple(decision["pre"]), tuple(decision["post"])
+        status = self.status if (pre, post) == (self.pre, self.post) else "pending"
+        return replace(
+            self, status=status, pre=pre, post=post,
+            candidates=tuple(decision["candidates"]),
+            pre_scores=tuple(decision["pre_scores"]),
+            post_scores=tuple(decision["post_scores"]),
+        )  # fmt: skip
 
 
 def record_from_assignment(assignment: Any, **fields: Any) -> CleftRecord:
@@ -173,10 +217,28 @@ def record_from_assignment(assignment: Any, **fields: Any) -> CleftRecord:
     return CleftRecord(
         pre=tuple(int(v) for v in assignment.pre_ids),
         post=tuple(int(v) for v in assignment.post_ids),
+        candidates=tuple(int(v) for v in assignment.candidates),
         pre_scores=tuple(float(v) for v in assignment.pre_scores),
         post_scores=tuple(float(v) for v in assignment.post_scores),
         **fields,
     )
+
+
+def assign_decision(assignment: Any, model: str = "") -> dict[str, Any]:
+    """The ``assign`` decision recording AVAN's assignment of one cleft (a
+    ``core.partners.CleftAssignment``): partners, candidates and their scores."""
+    decision: dict[str, Any] = {
+        "action": "assign",
+        "cleft": int(assignment.cleft_id),
+        "pre": [int(v) for v in assignment.pre_ids],
+        "post": [int(v) for v in assignment.post_ids],
+        "candidates": [int(v) for v in assignment.candidates],
+        "pre_scores": [float(v) for v in assignment.pre_scores],
+        "post_scores": [float(v) for v in assignment.post_scores],
+    }
+    if model:
+        decision["model"] = model
+    return decision
 
 
 def records_from_partners(partners: Any) -> dict[int, CleftRecord]:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -43,6 +45,30 @@ FORMAT = "napari-avan-session"
 FORMAT_VERSION = 1
 #: Chunks of the session's label stores: small, so that an edit rewrites little.
 LABEL_CHUNKS = (8, 128, 128)
+
+
+#: The environment variable naming where sessions started in napari are kept.
+SESSIONS_ENV = "NAPARI_AVAN_SESSIONS"
+
+
+def sessions_home() -> Path:
+    """Where sessions started from napari's layers live until saved elsewhere:
+    ``$NAPARI_AVAN_SESSIONS``, else ``~/.local/share/napari-avan/sessions`` (user data,
+    not a cache: they hold a proofreader's work)."""
+    env = os.environ.get(SESSIONS_ENV)
+    return Path(env) if env else Path.home() / ".local" / "share" / "napari-avan" / "sessions"
+
+
+def new_session_folder(name: str) -> Path:
+    """A folder name under :func:`sessions_home` not yet taken: the time, then ``name``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "session"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    home = sessions_home()
+    path, n = home / f"{stamp}-{stem}", 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = home / f"{stamp}-{stem}-{n}"
+    return path
 
 
 @dataclass(frozen=True)
@@ -406,10 +432,12 @@ class Session:
 
     def _effect_of(self, d: dict[str, Any]) -> Effect:
         action = d["action"]
-        if action in ("accept", "reject", "note", "set_partners"):
+        if action in ("accept", "reject", "note", "set_partners", "assign"):
             cleft = d["cleft"]
             old = self._record(cleft)
-            if action == "note":
+            if action == "assign":
+                new = old.assigned(d)
+            elif action == "note":
                 new = replace(old, note=d["text"])
             elif action == "set_partners":
                 new = old.with_partners(tuple(d["pre"]), tuple(d["post"]))
