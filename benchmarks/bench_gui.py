@@ -11,6 +11,9 @@ widget docked through npe2, and drives it as a user would:
   gap between ticks, less the interval, is the longest time the event loop could not
   respond;
 * cancel: the time from pressing Cancel during a bulk run to the worker stopping;
+* proofread: with the Proofread dock shown over the session, a real ``n`` key press on the
+  canvas to the next cleft shown (centred, outlined, its partners coloured, the canvas
+  repainted), median and p90; a Ctrl+click fixing a partner to its partners redrawn;
 * session start: the time the first assignment spends starting the proofreading session
   (the labels written twice, the image and segmentation copied into it), on the GUI
   thread; sessions go to a temporary folder.
@@ -34,22 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_name  # beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 VNC = REPO.parent / "shared" / "data" / "vnc_stack1_left" / "vnc_left.npz"
-
-
-def _cpu() -> str:
-    """The CPU's model name (figures differ between machines: print it beside them)."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load(viewer: Any, data: str) -> None:
@@ -187,6 +178,67 @@ def measure_bulk(
     return out
 
 
+def measure_proofread(viewer: Any, n_keys: int) -> dict[str, Any]:
+    """Key press to next cleft shown, and a fixing click to partners redrawn, in the
+    Proofread dock over the session the Partners dock recorded into."""
+    from napari_avan._napari._gui_testing import (
+        click_canvas,
+        press_key,
+        process_events,
+        wait_until,
+    )
+
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
+    process_events(0.2)
+    proofread.rebuild_queue()
+    if not proofread.queue:
+        raise RuntimeError("no cleft to review")
+    wait_until(lambda: not proofread.gallery.rendering, timeout=60)
+    keys: list[float] = []
+    for _ in range(n_keys):
+        before = proofread.current_cleft
+        if proofread.position == len(proofread.queue) - 1:
+            proofread.show_item(0)
+            process_events(0.05)
+            before = proofread.current_cleft
+        start = time.perf_counter()
+        press_key(viewer, "n")
+        process_events(0)  # the repaint the key caused
+        if proofread.current_cleft == before:
+            raise RuntimeError("the key did not move to the next cleft")
+        keys.append(time.perf_counter() - start)
+        process_events(0.02)
+    # fixing clicks: Ctrl+click a segment beside the current cleft makes it presynaptic
+    seg = viewer.layers["segmentation"]
+    clicks: list[float] = []
+    for k in range(min(10, len(proofread.queue))):
+        proofread.show_item(k)
+        process_events(0.05)
+        record = proofread.session.records[proofread.current_cleft]
+        if not record.box:
+            continue
+        z = (record.box[0] + record.box[3] - 1) // 2
+        y, x = record.box[1] - 3, (record.box[2] + record.box[5]) // 2
+        voxel = (z, max(0, y), x)
+        segment = int(seg.data[voxel])
+        if segment == 0:
+            continue
+        start = time.perf_counter()
+        click_canvas(viewer, seg.data_to_world(voxel), modifiers=("Control",))
+        process_events(0)
+        if proofread.session.records[proofread.current_cleft].pre != (segment,):
+            raise RuntimeError("the fixing click did not set the partner")
+        clicks.append(time.perf_counter() - start)
+    viewer.window.remove_dock_widget(proofread.native.parent())
+    return {
+        "keys": len(keys),
+        "key_to_next_median_s": statistics.median(keys),
+        "key_to_next_p90_s": float(np.percentile(keys, 90)),
+        "fix_clicks": len(clicks),
+        "fix_click_median_s": statistics.median(clicks) if clicks else float("nan"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", choices=["synthetic", "vnc", "both"], default="both")
@@ -250,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         cancels = [measure_bulk(viewer, partners, 2, ndisplay) for _ in range(args.repeats)]
         figures["cancel_to_stopped_s"] = max(c["cancel_to_stopped_s"] for c in cancels)
         figures["clefts_before_cancel"] = cancels[-1]["clefts_before_cancel"]
+        figures.update(measure_proofread(viewer, args.clicks))
         viewer.dims.ndisplay = 2
         results[data] = figures
         print(f"[{data}] shape {figures['shape']}")
@@ -257,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             if key != "shape":
                 print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
     _, run = _models.MODELS.get(partners.model_spec, "avan", str(partners.device.value))
-    results["cpu"] = _cpu()
+    results["cpu"] = cpu_name()
     results["avan_run"] = run.describe()
     print(f"{results['cpu']}: cores {results['cores']}, torch threads {results['torch_threads']}")
     print(f"AVAN ran on {results['avan_run']}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import random
 import tempfile
 import time
@@ -27,18 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import cpu_name  # beside this script
 
 from napari_avan.core.session import CleftRecord, Session
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def make_clefts(shape: tuple[int, int, int], n: int, seed: int) -> np.ndarray:
@@ -122,7 +112,7 @@ def main() -> None:
         reopen_s = time.perf_counter() - start
         assert len(reopened.entries) == n and reopened.status() == s.status()
         avan_s = _reseeds_with_avan(reopened, shape, args.seed)  # type: ignore[arg-type]
-    print(f"CPU: {_cpu()}")
+    print(f"CPU: {cpu_name()}")
     print(f"session: {args.clefts} clefts over {shape}, created in {create_s:.1f} s")
     print(f"{'action':<14}{'n':>6}{'median ms':>12}{'p99 ms':>10}")
     every = []

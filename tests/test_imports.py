@@ -21,6 +21,7 @@ HEADLESS = (
     "napari_avan.core.clefts",
     "napari_avan.core.partners",
     "napari_avan.core.session",
+    "napari_avan.core.thumbnails",
     "napari_avan.models.partners",
     "napari_avan.models.networks",
     "napari_avan.models.checkpoint",

@@ -9,6 +9,7 @@ are thin wrappers that read those numbers from layers and viewers.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,18 @@ def check_aligned(*layers: Any) -> tuple[int, ...]:
                 "translate): choose layers of the same volume"
             )
     return shape
+
+
+def released_without_drag(event: Any) -> Generator[None, None, bool]:
+    """Inside a napari mouse-drag callback (a generator): wait for the button's release;
+    True when the mouse did not move in between (a click, not a drag). Use as
+    ``if (yield from released_without_drag(event)): ...``."""
+    dragged = False
+    yield
+    while event.type == "mouse_move":
+        dragged = True
+        yield
+    return not dragged
 
 
 def camera_of(viewer: Any) -> Any:

@@ -76,12 +76,31 @@ def canvas_position(viewer: Any, world: Sequence[float]) -> tuple[float, float]:
     return float(mapped[0]), float(mapped[1])
 
 
-def click_canvas(viewer: Any, world: Sequence[float]) -> None:
-    """Press and release the left button on the canvas over a world point."""
+def click_canvas(viewer: Any, world: Sequence[float], modifiers: Sequence[str] = ()) -> None:
+    """Press and release the left button on the canvas over a world point, with
+    ``modifiers`` held (``"Control"``, ``"Shift"``)."""
+    from vispy.util import keys
+
     canvas = _vispy_canvas(viewer)._scene_canvas
     pos = canvas_position(viewer, world)
-    canvas.events.mouse_press(pos=pos, modifiers=(), button=1)
-    canvas.events.mouse_release(pos=pos, modifiers=(), button=1)
+    held = tuple(getattr(keys, m.upper()) for m in modifiers)
+    canvas.events.mouse_press(pos=pos, modifiers=held, button=1)
+    canvas.events.mouse_release(pos=pos, modifiers=held, button=1)
+
+
+def press_key(viewer: Any, key: str) -> None:
+    """Press and release a key on the canvas as a user does: ``"a"``, ``"Control-z"``,
+    ``"Control-Shift-z"`` (napari's names)."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    *mods, name = key.split("-")
+    held: Any = Qt.KeyboardModifier.NoModifier
+    for mod in mods:
+        held |= {"Control": Qt.KeyboardModifier.ControlModifier,
+                 "Shift": Qt.KeyboardModifier.ShiftModifier}[mod]  # fmt: skip
+    code = getattr(Qt.Key, f"Key_{name.upper()}")
+    QTest.keyClick(_vispy_canvas(viewer).native, code, held)
 
 
 def cleft_world_point(layer: Any, cleft_id: int, section: int | None = None) -> np.ndarray:

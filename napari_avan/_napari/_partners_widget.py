@@ -37,19 +37,19 @@ from napari_avan._napari._geometry import (
     camera_of,
     check_aligned,
     layer_voxel_size,
+    released_without_drag,
     viewer_viewport_box,
 )
 from napari_avan._napari._layers import (
     EDGES_KIND,
     POST_KIND,
     PRE_KIND,
-    SESSION_KEY,
-    SOURCE_SPEC_KEY,
     edge_points,
     synapse_points_layer,
 )
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
+from napari_avan._napari._session_hub import hub_for
 from napari_avan._napari._workers import JobKind, notify
 from napari_avan.core.geometry import clefts_in_box
 from napari_avan.core.session import Session, SessionEvent, assign_decision
@@ -229,10 +229,10 @@ class PartnersWidget(ModelWidget):
         self.save_button.changed.connect(self._save_dialog)
         self.open_button.changed.connect(self._open_dialog)
         self.synapses.native.itemSelectionChanged.connect(self._on_row_selected)
-        #: the proofreading session shown (None until the first assignment or opening)
-        self.session: Session | None = None
-        #: the clefts layer, segmentation layer and clefts table the session belongs to
-        self._session_of: tuple[Any, Any, Any] | None = None
+        #: the viewer's session and the layers it belongs to (shared with Proofread)
+        self.hub = hub_for(viewer)
+        #: the session whose events this dock hears
+        self._listening: Session | None = None
         #: what each assigned cleft of the session shows, by cleft id
         self.results: dict[int, CleftOutput] = {}
         #: the edge table of everything shown (see docs/architecture.md), with status
@@ -248,6 +248,9 @@ class PartnersWidget(ModelWidget):
         self._refresh_timer: Any = None
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         self._load_defaults()
+        self.hub.connect(self._on_hub)
+        if self.hub.session is not None:  # a session another dock shows already
+            self._on_hub()
 
     # --- settings -----------------------------------------------------------------------
 
@@ -321,12 +324,7 @@ class PartnersWidget(ModelWidget):
         ):
             return  # painting, drawing, picking: not ours
         press = np.asarray(event.position, float)
-        dragged = False
-        yield
-        while event.type == "mouse_move":
-            dragged = True
-            yield
-        if not dragged:
+        if (yield from released_without_drag(event)):
             self.click(press, getattr(event, "view_direction", None), list(event.dims_displayed))
 
     def _docked(self) -> bool:
@@ -539,17 +537,10 @@ class PartnersWidget(ModelWidget):
 
     # --- the session --------------------------------------------------------------------
 
-    def _bound_to(self, clefts: Any, seg: Any) -> bool:
-        """Whether the session shown belongs to these layers (and to the clefts they
-        hold now: a Detect run gives the layer a new cleft table, and a new session)."""
-        bound = self._session_of
-        return (
-            self.session is not None
-            and bound is not None
-            and bound[0] is clefts
-            and bound[1] is seg
-            and bound[2] is (clefts.metadata or {}).get("cleft_table")
-        )
+    @property
+    def session(self) -> Session | None:
+        """The proofreading session shown (None until the first assignment or opening)."""
+        return self.hub.session
 
     def ensure_session(self) -> Session:
         """The session of the chosen layers, started (and shown) if there is none yet.
@@ -558,36 +549,37 @@ class PartnersWidget(ModelWidget):
         segmentation by the files they were read from, or keeps a copy of them when they
         live only in napari, so that it can be reopened and exported on its own.
         """
-        from napari_avan.core.session.session import new_session_folder
-        from napari_avan.io.export import keep_session_volume
-
         image, clefts, seg = self._checked_layers()
-        if self._bound_to(clefts, seg):
-            assert self.session is not None
-            return self.session
+        if self.hub.bound_to(clefts, seg):
+            assert self.hub.session is not None
+            return self.hub.session
         voxel = layer_voxel_size(image)
-        session = Session.create(
-            new_session_folder(clefts.name),
-            np.asarray(clefts.data),
-            voxel,
-            models={"avan": self.model_spec},
-        )
-        for key, layer in (("image", image), ("segmentation", seg)):
-            spec = (layer.metadata or {}).get(SOURCE_SPEC_KEY)
-            keep_session_volume(session, key, None if spec else layer.data, spec=spec)
-        self._show_session(session, clefts, seg)
-        return session
+        return self.hub.start(image, clefts, seg, voxel, models={"avan": self.model_spec})
 
-    def _show_session(self, session: Session, clefts: Any, seg: Any) -> None:
-        """Make ``session`` the one shown: layers and tables drawn from its records."""
-        if self.session is not None:
-            self.session.disconnect(self._on_session_event)
+    def _on_hub(self) -> None:
+        """Another session is shown: draw it, and hear its events."""
+        if self._listening is not None:
+            self._listening.disconnect(self._on_session_event)
         self.clear_results()
-        self.session = session
-        self._session_of = (clefts, seg, (clefts.metadata or {}).get("cleft_table"))
-        clefts.metadata[SESSION_KEY] = str(session.path)
+        session = self._listening = self.hub.session
+        if session is None:
+            return
         session.connect(self._on_session_event)
         self.session_label.value = f"session: {session.path}"
+        self._resetting = True
+        try:
+            for widget, layer in (
+                (self.image, self.hub.image),
+                (self.clefts, self.hub.clefts),
+                (self.segmentation, self.hub.segmentation),
+            ):
+                if layer is not None and layer is not widget.value:
+                    super().reset_choices()
+                    if layer in widget.choices:
+                        widget.value = layer
+                        self._picked_by_hand.add(widget)
+        finally:
+            self._resetting = False
         self._render(sorted(session.records))
         if self.results:
             self.refresh_views()
@@ -661,28 +653,11 @@ class PartnersWidget(ModelWidget):
         Raises:
             AvanInputError: ``path`` exists, or the copy failed (nothing is left there).
         """
-        import shutil
-        from pathlib import Path
-
-        from napari_avan.core.files import atomic_path
-
-        session = self.ensure_session() if self.session is None else self.session
-        target = Path(path)
-        if target.exists() or target.is_symlink():
-            raise AvanInputError(f"{target} exists: choose a new folder for the session")
-        try:
-            with atomic_path(target, overwrite=False) as tmp:
-                shutil.copytree(session.path, tmp)
-        except OSError as err:
-            raise AvanInputError(
-                f"could not save the session to {target}: {err.strerror or err} "
-                f"(it is still at {session.path})"
-            ) from err
-        assert self._session_of is not None
-        clefts, seg, _ = self._session_of
-        self._show_session(Session.open(target), clefts, seg)
-        self.status.value = f"session saved to {target}"
-        return target
+        if self.session is None:
+            self.ensure_session()
+        session = self.hub.save_as(path)
+        self.status.value = f"session saved to {session.path}"
+        return session.path
 
     def open_session(self, path: str | Path) -> Session:
         """Show the session in folder ``path``: its clefts as a new labels layer (a
@@ -692,51 +667,11 @@ class PartnersWidget(ModelWidget):
         Raises:
             AvanInputError: not a session folder, or its volumes cannot be read.
         """
-        from pathlib import Path
-
-        from napari_avan._napari._layers import image_layer, labels_layer
-        from napari_avan.io.export import session_volume
-
-        session = Session.open(Path(path))
-        shape = tuple(session.labels.shape)
-        voxel = session.voxel_size_nm
-        name = Path(path).name
-        added: dict[str, Any] = {}
-        for key, role, chosen in (
-            ("image", "image", self.image.value),
-            ("segmentation", "segmentation", self.segmentation.value),
-        ):
-            if chosen is not None and tuple(chosen.data.shape) == shape:
-                continue
-            data = session_volume(session, key, role)
-            if data is None:
-                raise AvanInputError(
-                    f"the session names no {key}: choose a {key} layer of shape {shape} first"
-                )
-            maker = image_layer if key == "image" else labels_layer
-            layer_data, kwargs, _ = maker(data, voxel, f"{key} ({name})")
-            added[key] = self._viewer.add_layer(
-                _layer_from(layer_data, kwargs, "image" if key == "image" else "labels")
-            )
-        clefts = self._viewer.add_labels(
-            session.labels,
-            name=f"clefts ({name})",
-            scale=tuple(voxel),
-            opacity=0.8,
-            metadata={"voxel_size_nm": tuple(voxel), SESSION_KEY: str(session.path)},
-        )
-        self.reset_choices()
-        self.clefts.value = clefts
-        self._picked_by_hand.add(self.clefts)
-        for key, widget in (("image", self.image), ("segmentation", self.segmentation)):
-            if key in added:
-                widget.value = added[key]
-                self._picked_by_hand.add(widget)
-        self._show_session(session, clefts, self.segmentation.value)
+        session = self.hub.open(path, self.image.value, self.segmentation.value)
         counts = session.status()
         self.status.value = (
-            f"session {name}: {counts['clefts']} clefts, {counts['pending']} pending, "
-            f"{counts['decisions']} decisions"
+            f"session {session.path.name}: {counts['clefts']} clefts, {counts['pending']} "
+            f"pending, {counts['decisions']} decisions"
         )
         return session
 
@@ -895,13 +830,7 @@ class PartnersWidget(ModelWidget):
         """Close the widget and stop listening to clicks on the canvas and the session."""
         if self._on_mouse in self._viewer.mouse_drag_callbacks:
             self._viewer.mouse_drag_callbacks.remove(self._on_mouse)
-        if self.session is not None:
-            self.session.disconnect(self._on_session_event)
+        if self._listening is not None:
+            self._listening.disconnect(self._on_session_event)
+        self.hub.disconnect(self._on_hub)
         super().close()
-
-
-def _layer_from(data: Any, kwargs: dict[str, Any], layer_type: str) -> Any:
-    """A napari layer from a layer-data tuple's parts."""
-    from napari.layers import Image, Labels
-
-    return (Image if layer_type == "image" else Labels)(data, **kwargs)
