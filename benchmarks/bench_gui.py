@@ -11,9 +11,10 @@ widget docked through npe2, and drives it as a user would:
   gap between ticks, less the interval, is the longest time the event loop could not
   respond;
 * cancel: the time from pressing Cancel during a bulk run to the worker stopping;
-* proofread: with the Proofread dock shown over the session, a real ``n`` key press on the
-  canvas to the next cleft shown (centred, outlined, its partners coloured, the canvas
-  repainted), median and p90; a Ctrl+click fixing a partner to its partners redrawn;
+* proofread: with the Proofread dock shown over the session, the longest event-loop stall
+  (a 5 ms timer) while its gallery draws a page of thumbnails again; a real ``n`` key press
+  on the canvas to the next cleft shown (centred, outlined, its partners coloured, the
+  canvas repainted), median and p90; a Ctrl+click fixing a partner to its partners redrawn;
 * session start: the time the first assignment spends starting the proofreading session
   (the labels written twice, the image and segmentation copied into it), on the GUI
   thread; sessions go to a temporary folder.
@@ -181,6 +182,8 @@ def measure_bulk(
 def measure_proofread(viewer: Any, n_keys: int) -> dict[str, Any]:
     """Key press to next cleft shown, and a fixing click to partners redrawn, in the
     Proofread dock over the session the Partners dock recorded into."""
+    from qtpy.QtCore import QTimer
+
     from napari_avan._napari._gui_testing import (
         click_canvas,
         press_key,
@@ -190,10 +193,22 @@ def measure_proofread(viewer: Any, n_keys: int) -> dict[str, Any]:
 
     _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
     process_events(0.2)
+    wait_until(lambda: not proofread.gallery.rendering, timeout=60)
+    # the gallery filling again (every thumbnail redrawn) while a 5 ms timer ticks
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    fill_start = time.perf_counter()
     proofread.rebuild_queue()
+    wait_until(lambda: not proofread.gallery.rendering, timeout=60)
+    fill_s = time.perf_counter() - fill_start
+    process_events(0.1)
+    timer.stop()
+    gaps = np.diff(ticks) if len(ticks) > 1 else np.array([0.0])
     if not proofread.queue:
         raise RuntimeError("no cleft to review")
-    wait_until(lambda: not proofread.gallery.rendering, timeout=60)
     keys: list[float] = []
     for _ in range(n_keys):
         before = proofread.current_cleft
@@ -231,6 +246,9 @@ def measure_proofread(viewer: Any, n_keys: int) -> dict[str, Any]:
         clicks.append(time.perf_counter() - start)
     viewer.window.remove_dock_widget(proofread.native.parent())
     return {
+        "gallery_tiles": min(len(proofread.queue), proofread.gallery.per_page),
+        "gallery_fill_s": fill_s,
+        "gallery_longest_stall_ms": max(0.0, float(gaps.max()) * 1000 - 5),
         "keys": len(keys),
         "key_to_next_median_s": statistics.median(keys),
         "key_to_next_p90_s": float(np.percentile(keys, 90)),

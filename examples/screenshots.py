@@ -1,9 +1,12 @@
-"""Render the README's pictures of the plugin: a clicked cleft and a bulk-assigned viewport.
+"""Render the README's pictures of the plugin: a clicked cleft, a bulk-assigned viewport,
+and the Proofread dock with its gallery.
 
 Opens a shown napari viewer (use ``xvfb-run -a`` without a display), docks the Partners
 widget through npe2, and for the synthetic polyadic sample and the real VNC ssTEM crop
 (``../shared/data``, read in place, never copied) clicks the largest cleft on a section
-and assigns every cleft in the viewport, saving a screenshot of each:
+and assigns every cleft in the viewport, saving a screenshot of each; then it opens the
+Proofread dock over that session and shoots the review of its most uncertain cleft and the
+gallery of thumbnails:
 
     xvfb-run -a python examples/screenshots.py --out docs/images
     xvfb-run -a python examples/screenshots.py --out /tmp/shots --avan vnc_recipe_out/avan
@@ -109,6 +112,41 @@ def shoot(viewer: Any, partners: Any, name: str, out: Path) -> list[Path]:
     return shots
 
 
+def shoot_proofread(viewer: Any, name: str, out: Path) -> list[Path]:
+    """The Proofread dock over a new session of the layers (AVAN assigns every cleft),
+    showing the most uncertain cleft; the window, and the gallery alone."""
+    from napari_avan._napari._gui_testing import process_events, wait_until
+
+    viewer.window.remove_dock_widget("all")  # room for the review dock
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
+    widen_dock(viewer, proofread, 620)
+    process_events(0.3)
+    proofread.reset_choices()
+    proofread.new_session()
+    wait_until(lambda: not proofread.runner_busy(), 900)
+    wait_until(lambda: not proofread.gallery.rendering, 120)
+    # the most uncertain cleft given both a pre and a post partner, away from the borders
+    records, shape = proofread.session.records, proofread.session.labels.shape
+
+    def central(box: tuple[int, ...]) -> bool:
+        middle = [(box[a] + box[a + 3]) / 2 / shape[a] for a in (1, 2)]
+        return all(0.2 < m < 0.8 for m in middle)
+
+    both = [
+        i
+        for i, c in enumerate(proofread.queue)
+        if records[c].pre and records[c].post and records[c].box and central(records[c].box)
+    ]
+    if both:
+        proofread.show_item(both[0])
+    process_events(0.5)
+    shots = [out / f"proofread_{name}.png", out / f"proofread_{name}_gallery.png"]
+    viewer.screenshot(str(shots[0]), canvas_only=False, flash=False)
+    proofread.gallery.grab().save(str(shots[1]))
+    print(f"{name}: {proofread.progress.value}; {proofread.current.value}")
+    return shots
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -134,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         widen_dock(viewer, partners)
         viewer.layers["segmentation"].visible = False  # the EM and the partners, unobscured
         written += shoot(viewer, partners, name, args.out)
+        written += shoot_proofread(viewer, name, args.out)
         viewer.close()
     for path in written:
         print(path)

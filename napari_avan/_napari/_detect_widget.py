@@ -166,11 +166,6 @@ class DetectWidget(ModelWidget):
             return
         det = step.result
         prob_layer, clefts_layer = self._output_layers(image_layer, voxel)
-        flags = getattr(clefts_layer.data, "flags", None)
-        if flags is not None and not flags.writeable:
-            # the layer shows a proofreading session's labels (read-only): detect into a
-            # copy; the session keeps its own, and the next assignment starts a new one
-            clefts_layer.data = np.array(clefts_layer.data)
         prob_layer.data[box] = det.prob
         region = clefts_layer.data[box]
         replaced_ids = np.unique(region)

@@ -73,7 +73,7 @@ class _Tile(QFrame):
         layout.addWidget(self.picture)
         layout.addWidget(self.caption)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.set_selected(False)
+        self.setStyleSheet(_STYLE.format(_UNSELECTED))
 
     def show_item(self, cleft_id: int | None, status: str) -> None:
         """Show ``cleft_id`` (placeholder picture) or, with None, hide the tile."""
@@ -108,6 +108,8 @@ class _Tile(QFrame):
         self.has_thumbnail = False
 
     def set_selected(self, selected: bool) -> None:
+        if selected == self.selected:
+            return  # a style sheet costs a re-polish: only when it changes
         self.selected = selected
         self.setStyleSheet(_STYLE.format(_SELECTED if selected else _UNSELECTED))
 

@@ -50,7 +50,7 @@ from napari_avan._napari._layers import (
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import JobKind, notify
+from napari_avan._napari._workers import JobKind, docked, notify
 from napari_avan.core.geometry import clefts_in_box
 from napari_avan.core.session import Session, SessionEvent, assign_decision
 from napari_avan.core.session.tables import edge_status
@@ -221,7 +221,8 @@ class PartnersWidget(ModelWidget):
         self.synapses.min_height = 200
         _fit_table(self.scores)
         _fit_table(self.synapses)
-        self._picked_by_hand: set[Any] = set()
+        #: layer choices made by hand (or by opening a session): widget -> layer
+        self._picked_by_hand: dict[Any, Any] = {}
         self._resetting = False
         for widget in (self.clefts, self.segmentation):
             widget.changed.connect(lambda *_, w=widget: self._picked(w))
@@ -233,6 +234,7 @@ class PartnersWidget(ModelWidget):
         self.hub = hub_for(viewer)
         #: the session whose events this dock hears
         self._listening: Session | None = None
+        self._initialised = False  # until the end of __init__ (not docked before that)
         #: what each assigned cleft of the session shows, by cleft id
         self.results: dict[int, CleftOutput] = {}
         #: the edge table of everything shown (see docs/architecture.md), with status
@@ -251,6 +253,7 @@ class PartnersWidget(ModelWidget):
         self.hub.connect(self._on_hub)
         if self.hub.session is not None:  # a session another dock shows already
             self._on_hub()
+        self._initialised = True
 
     # --- settings -----------------------------------------------------------------------
 
@@ -270,8 +273,12 @@ class PartnersWidget(ModelWidget):
                 (self.segmentation, ("segmentation",)),
                 (self.clefts, ("predicted clefts", "clefts")),
             ):
-                if widget in self._picked_by_hand:
+                picked = self._picked_by_hand.get(widget)
+                if picked is not None and picked in self._viewer.layers:
+                    if picked in widget.choices:
+                        widget.value = picked
                     continue
+                self._picked_by_hand.pop(widget, None)  # that layer is gone: by name again
                 for name in names:
                     if name in by_name and by_name[name] in widget.choices:
                         widget.value = by_name[name]
@@ -281,7 +288,7 @@ class PartnersWidget(ModelWidget):
 
     def _picked(self, widget: Any) -> None:
         if not getattr(self, "_resetting", True):
-            self._picked_by_hand.add(widget)
+            self._picked_by_hand[widget] = widget.value
 
     def _checked_layers(self) -> tuple[Any, Any, Any]:
         image, clefts, seg = self.image.value, self.clefts.value, self.segmentation.value
@@ -328,11 +335,8 @@ class PartnersWidget(ModelWidget):
             self.click(press, getattr(event, "view_direction", None), list(event.dims_displayed))
 
     def _docked(self) -> bool:
-        """Whether the widget still sits in a window (not removed, not deleted)."""
-        try:
-            return self.native.parent() is not None
-        except RuntimeError:  # the Qt widget is gone
-            return False
+        """Whether the dock still sits in the viewer's window (not removed, not deleted)."""
+        return docked(self.native)
 
     def cleft_at(
         self, position: Any, view_direction: Any = None, dims_displayed: Any = None
@@ -560,6 +564,10 @@ class PartnersWidget(ModelWidget):
         """Another session is shown: draw it, and hear its events."""
         if self._listening is not None:
             self._listening.disconnect(self._on_session_event)
+            self._listening = None
+        if self._initialised and not self._docked():
+            self.hub.disconnect(self._on_hub)  # the dock was removed: stop following
+            return
         self.clear_results()
         session = self._listening = self.hub.session
         if session is None:
@@ -577,7 +585,7 @@ class PartnersWidget(ModelWidget):
                     super().reset_choices()
                     if layer in widget.choices:
                         widget.value = layer
-                        self._picked_by_hand.add(widget)
+                        self._picked_by_hand[widget] = layer
         finally:
             self._resetting = False
         self._render(sorted(session.records))

@@ -4,7 +4,8 @@ The Proofread dock walks the pending clefts of the viewer's session (the one the
 dock records into, or one started or opened here) most uncertain first, or by position.
 The current cleft is centred and outlined, its presynaptic partners drawn whole in magenta
 and its postsynaptic partners in green (a colormap over the segmentation: no copy of the
-volume). Every change is a decision in the session, journaled before it shows:
+volume); the layers that would cover them are hidden once when the review starts. Every
+change is a decision in the session, journaled before it shows:
 
 - keys while the dock is shown: ``a`` accept, ``r`` reject, ``u`` unsure (noted, and kept
   for a second pass at the end), ``n`` / ``p`` next / previous, ``s`` swap pre and post,
@@ -19,6 +20,7 @@ volume). Every change is a decision in the session, journaled before it shows:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +43,9 @@ from napari_avan._napari._geometry import (
     layer_voxel_size,
     released_without_drag,
 )
+from napari_avan._napari._layers import POST_KIND, PRE_KIND
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import notify
+from napari_avan._napari._workers import docked, notify
 from napari_avan.core.session import Session, SessionEvent
 from napari_avan.io.export import EXPORT_FORMATS
 from napari_avan.types import AvanInputError
@@ -53,8 +56,8 @@ if TYPE_CHECKING:
 #: The note an ``unsure`` key press leaves on a cleft.
 UNSURE = "unsure"
 #: Names and colours of the layers that show the current cleft's partners.
-REVIEW, NEW_CLEFT = "partners (review)", "new cleft"
-PRE_COLOR, POST_COLOR = "magenta", "lime"
+REVIEW, OUTLINE, NEW_CLEFT = "partners (review)", "cleft (review)", "new cleft"
+PRE_COLOR, POST_COLOR, OUTLINE_COLOR = "magenta", "lime", "yellow"
 #: Keys (napari's names) and what they do; shown on the buttons and in the help line.
 KEYS = {
     "accept": "a",
@@ -99,6 +102,9 @@ class ProofreadWidget(Container):
             annotation="napari.layers.Labels", label="segmentation", options={"nullable": True}
         )
         self.new_button = PushButton(text="New session")
+        self.assign_new = CheckBox(
+            text="assign every cleft's partners with AVAN when a session starts", value=True
+        )
         self.open_button = PushButton(text="Open session...")
         self.save_button = PushButton(text="Save session as...")
         self.session_label = Label(value="session: none (start one, or assign in Partners)")
@@ -132,6 +138,7 @@ class ProofreadWidget(Container):
                 self.clefts,
                 self.segmentation,
                 row(self.new_button, self.open_button, self.save_button),
+                self.assign_new,
                 self.session_label,
                 self.order,
                 self.progress,
@@ -177,6 +184,10 @@ class ProofreadWidget(Container):
         self._session: Session | None = None
         self._keys: Any = None
         self._drawn: tuple[Any, Any] | None = None  # the review layer and what it shows
+        #: the layers hidden once when the review starts
+        self._hidden: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._outlined: tuple[Any, ...] | None = None  # the outline's voxels now
+        self._initialised = False  # until the end of __init__ (not docked before that)
         from napari_avan._napari._gallery import SynapseGallery
 
         #: thumbnails of the queue's clefts, paged; a click shows that cleft
@@ -188,6 +199,7 @@ class ProofreadWidget(Container):
         self._preselect()
         self._on_hub()
         self._bind_keys()
+        self._initialised = True
 
     # --- layers and the session ---------------------------------------------------------
 
@@ -223,7 +235,72 @@ class ProofreadWidget(Container):
         session = self.hub.start(
             image, clefts, seg, layer_voxel_size(image), models={"avan": "avan"}
         )
+        if self.assign_new.value:
+            self.assign_all()
         return session
+
+    def runner_busy(self) -> bool:
+        """Whether a job runs in this viewer (one at a time, shared by the docks)."""
+        from napari_avan._napari._workers import runner_for
+
+        return bool(runner_for(self._viewer).busy)
+
+    def assign_all(self) -> Any:
+        """Assign every cleft of the session with its AVAN in a worker (progress, Cancel
+        in napari's activity dock); each result is an ``assign`` decision, and the queue is
+        ordered again by uncertainty when the run ends."""
+        from napari_avan._napari._models import MODELS
+        from napari_avan._napari._workers import JobKind, runner_for
+        from napari_avan.core.geometry import clefts_in_box
+        from napari_avan.core.session import assign_decision
+        from napari_avan.models.partners import PartnersStep, iter_partners
+
+        session, image, seg = self.session, self.hub.image, self.hub.segmentation
+        if session is None or image is None or seg is None:
+            raise AvanInputError("no session: start one (New session) or open one")
+        labels = session.labels
+        whole = tuple(slice(0, n) for n in labels.shape)
+        points = clefts_in_box(labels, whole)  # type: ignore[arg-type]
+        spec = str(session.meta.get("models", {}).get("avan") or "avan")
+        post = MODELS.metadata(spec, "avan").get("postprocess") or {}
+        kwargs: dict[str, Any] = {
+            "polyadic": True,
+            "pre_threshold": float(post.get("pre_threshold", 0.5)),
+            "post_threshold": float(post.get("post_threshold", 0.5)),
+        }
+        arrays = (image.data, labels, seg.data)
+        voxel = session.voxel_size_nm
+
+        def work() -> Any:
+            model, run = MODELS.get(spec, "avan", "auto")
+            yield from iter_partners(model, run, arrays, voxel, points, model_name=spec,
+                                     **kwargs)  # fmt: skip
+
+        def on_yield(step: PartnersStep) -> None:
+            for out in step.outputs:
+                if out.cleft_id in session.records:  # not deleted meanwhile
+                    session.apply(assign_decision(out.assignment, model=spec))
+            self.status.value = f"assigning: {step.done} of {step.total} patches"
+
+        def on_done(completed: bool) -> None:
+            if session is self.session:
+                self.rebuild_queue()
+            self.status.value = (
+                f"assigned {len(points)} clefts: the queue is ordered by their uncertainty"
+                if completed
+                else "assignment stopped: the clefts assigned so far are kept"
+            )
+
+        self.status.value = f"assigning {len(points)} clefts..."
+        return runner_for(self._viewer).start(
+            "Assign every cleft",
+            work,
+            kind=JobKind.ASSIGN,
+            on_yield=on_yield,
+            on_done=on_done,
+            on_error=lambda reason: setattr(self.status, "value", reason),
+            progress=lambda step: (step.done, step.total),
+        )
 
     def open_session(self, path: str | Path) -> Session:
         """Show the session saved in folder ``path`` (see :meth:`SessionHub.open`)."""
@@ -233,6 +310,11 @@ class ProofreadWidget(Container):
         """Another session is shown: listen to it, rebuild the queue, show its first cleft."""
         if self._session is not None:
             self._session.disconnect(self._on_session_event)
+            self._session = None
+        if self._initialised and not self._docked():
+            self.hub.disconnect(self._on_hub)  # the dock was removed: stop following
+            self.gallery.stop()
+            return
         self._session = session = self.hub.session
         if session is None:
             return
@@ -292,18 +374,34 @@ class ProofreadWidget(Container):
         self.position = position
         cleft = self.current_cleft
         self._refresh_text()
+        self._hide_partner_masks()
+        # A new section re-slices every visible layer; each layer changed here would be
+        # sliced once more: the outline is edited in place (sliced with the rest), the
+        # partners' layer hidden while its colormap changes (a hidden layer is not
+        # sliced) and shown after (sliced once).
+        section = self._section_of(cleft)
+        moving = section is not None and float(self._viewer.dims.point[0]) != section
+        review = self._review_layer() if moving else None
+        hide = review is not None and review.visible
+        if hide:
+            review.visible = False
         self._draw_partners()
-        if cleft is None:
-            return
-        clefts = self.hub.clefts
-        if clefts is not None:  # each change re-slices the layer: only what differs
-            if not clefts.show_selected_label:
-                clefts.show_selected_label = True
-            if clefts.contour != 2:
-                clefts.contour = 2
-            clefts.selected_label = cleft
-        self.gallery.select(cleft)
-        self._centre_on(cleft)
+        self._draw_outline(cleft, refresh=not moving)
+        if cleft is not None:
+            self._centre_on(cleft)
+        if hide:
+            review.visible = True
+        if cleft is not None:
+            self.gallery.select(cleft)
+
+    def _section_of(self, cleft: int | None) -> float | None:
+        """The world z of a cleft's middle section (where the view goes), or None."""
+        session, clefts = self.session, self.hub.clefts
+        record = session.records.get(cleft) if session is not None and cleft else None
+        if record is None or not record.box or clefts is None:
+            return None
+        middle = (record.box[0] + record.box[3] - 1) / 2
+        return float(clefts.data_to_world((middle, 0, 0))[0])
 
     def _refresh_text(self) -> None:
         session = self.session
@@ -344,6 +442,69 @@ class ProofreadWidget(Container):
         layer.editable = False
         return layer
 
+    def _hide_partner_masks(self) -> None:
+        """The clefts layer (every cleft filled), the segmentation (every segment
+        coloured) and the Partners dock's masks of every assigned cleft would cover the
+        current cleft and its partners, and cost a re-slice each on every section
+        change: each is hidden once when the review starts (the review's own layers
+        outline the cleft and colour its partners whole); the layer list shows it again."""
+        covering = (self.hub.clefts, self.hub.segmentation)
+        for layer in self._viewer.layers:
+            kind = (layer.metadata or {}).get("napari_avan_kind")
+            mine = any(layer is x for x in covering) or kind in (PRE_KIND, POST_KIND)
+            if mine and layer not in self._hidden:
+                self._hidden.add(layer)
+                layer.visible = False
+
+    def _outline_layer(self) -> Any:
+        """The layer that outlines the current cleft (uint8, the volume's shape, 1 on the
+        outline), made on first use."""
+        seg = self.hub.segmentation
+        if seg is None:
+            return None
+        shape = tuple(seg.data.shape)
+        for layer in self._viewer.layers:
+            if layer.name == OUTLINE and tuple(layer.data.shape) == shape:
+                return layer
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer = self._viewer.add_labels(
+            np.zeros(shape, np.uint8),
+            name=OUTLINE,
+            scale=tuple(seg.scale),
+            translate=tuple(seg.translate),
+            opacity=1.0,
+            colormap=DirectLabelColormap(
+                color_dict={None: "transparent", 0: "transparent", 1: OUTLINE_COLOR}
+            ),
+        )
+        layer.editable = False
+        self._outlined = None
+        return layer
+
+    def _draw_outline(self, cleft: int | None, *, refresh: bool = True) -> None:
+        """Outline ``cleft`` on each of its sections (its voxels on the border of its
+        in-plane footprint), in place: the old outline's voxels are cleared; redrawn
+        unless ``refresh`` is False (a re-slice follows)."""
+        from scipy import ndimage
+
+        layer, session = self._outline_layer(), self.session
+        if layer is None or session is None:
+            return
+        if self._outlined is not None:
+            layer.data[self._outlined] = 0
+            self._outlined = None
+        record = session.records.get(cleft) if cleft is not None else None
+        if record is not None and record.box:
+            lo, hi = record.box[:3], record.box[3:]
+            crop = session.labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == cleft
+            inner = ndimage.binary_erosion(crop, structure=np.ones((1, 3, 3), bool))
+            where = np.nonzero(crop & ~inner)
+            self._outlined = tuple(w + o for w, o in zip(where, lo, strict=True))
+            layer.data[self._outlined] = 1
+        if refresh:
+            layer.refresh()
+
     def _draw_partners(self) -> None:
         layer = self._review_layer()
         session = self.session
@@ -356,23 +517,30 @@ class ProofreadWidget(Container):
             layer.colormap = partner_colormap(*shown)
             self._drawn = (layer, shown)
 
-    def _centre_on(self, cleft: int) -> None:
+    def _centre_on(self, cleft: int) -> bool:
+        """Centre and zoom the view on a cleft; whether its section changed (which
+        re-sliced every layer)."""
         session, clefts = self.session, self.hub.clefts
         if session is None or clefts is None:
-            return
-        box = session.records[cleft].box
-        if not box:
-            return
+            return False
+        record = session.records.get(cleft)
+        if record is None or not record.box:
+            return False
+        box = record.box
         lo, hi = np.asarray(box[:3], float), np.asarray(box[3:], float)
         centre = clefts.data_to_world((lo + hi - 1) / 2)
-        if self._viewer.dims.point[0] != float(centre[0]):  # a new section re-slices all
+        moved = self._viewer.dims.point[0] != float(centre[0])
+        if moved:
             self._viewer.dims.set_point(0, float(centre[0]))
         camera = camera_of(self._viewer)
         camera.center = tuple(float(c) for c in centre)
         extent = (hi - lo)[1:] * np.asarray(clefts.scale[1:], float)
         canvas = np.asarray(self._viewer.canvas.size, float)  # (height, width) pixels
         if np.all(extent > 0) and np.all(canvas > 0):
-            camera.zoom = float(np.min(canvas * FIT / extent))
+            zoom = float(np.min(canvas * FIT / extent))
+            if not 0.8 < zoom / max(float(camera.zoom), 1e-9) < 1.25:  # each change redraws
+                camera.zoom = zoom
+        return bool(moved)
 
     # --- the gallery --------------------------------------------------------------------
 
@@ -490,8 +658,10 @@ class ProofreadWidget(Container):
         self._go_to(self.session.redo().clefts)
 
     def _go_to(self, clefts: list[int]) -> None:
+        """Show the first of ``clefts`` that still exists (an undone re-seed is gone)."""
+        session = self.session
         for cleft in clefts:
-            if cleft in self.queue:
+            if cleft in self.queue and session is not None and cleft in session.records:
                 self.show_item(self.queue.index(cleft))
                 return
         self._refresh_text()
@@ -557,7 +727,8 @@ class ProofreadWidget(Container):
             )
         session = self._prepare_reseed()
         effect = session.apply({"action": "reseed", "voxels": voxels.tolist()})
-        layer.data = np.zeros_like(layer.data)
+        layer.data[...] = 0  # emptied in place, ready for the next one
+        layer.refresh()
         (cleft,) = [c for c, r in effect.after.items() if r is not None]
         self._after_edit(cleft)
         return cleft
@@ -622,10 +793,8 @@ class ProofreadWidget(Container):
         return int(layer.data[self._voxel_at(position)])
 
     def _docked(self) -> bool:
-        try:
-            return self.native.parent() is not None
-        except RuntimeError:
-            return False
+        """Whether the dock still sits in the viewer's window (not removed, not deleted)."""
+        return docked(self.native)
 
     # --- keys ---------------------------------------------------------------------------
 

@@ -78,25 +78,43 @@ class SessionHub:
         )
 
     def show(self, session: Session, image: Any, clefts: Any, seg: Any) -> None:
-        """Make ``session`` the one shown, over these layers: the clefts layer shows the
-        session's labels from now on (a read-only view; they change through decisions,
-        and what the layer held is the session's starting labels, kept on disk)."""
+        """Make ``session`` the one shown, over these layers. The clefts layer holds the
+        session's labels (it was made from them, or they from it) and follows each label
+        edit of the session in place; it is not editable by hand (painting would go
+        behind the journal: edits go through decisions)."""
         if self.session is not None:
             self.session.disconnect(self._on_session_event)
         self.session = session
         self.image, self.clefts, self.segmentation = image, clefts, seg
-        shown = clefts.data
-        if not (isinstance(shown, np.ndarray) and np.may_share_memory(shown, session.labels)):
-            clefts.data = session.labels
+        clefts.editable = False
         self._table = (clefts.metadata or {}).get("cleft_table")
         clefts.metadata[SESSION_KEY] = str(session.path)
         session.connect(self._on_session_event)
         self._changed()
 
     def _on_session_event(self, event: Any) -> None:
-        """A decision that edits labels: the clefts layer draws them again."""
-        if event.effect.labels is not None and self.clefts is not None:
-            self.clefts.refresh()
+        """A decision that edited labels: the same edit in the clefts layer, redrawn.
+
+        The layer keeps its own array (napari draws a writable array of its own faster
+        than a read-only view of the session's), changed at the edited voxels only.
+        """
+        delta, layer = event.effect.labels, self.clefts
+        if delta is None or layer is None or self.session is None:
+            return
+        data = layer.data
+        fits = (
+            isinstance(data, np.ndarray)
+            and data.flags.writeable
+            and data.flags.c_contiguous
+            and data.shape == self.session.labels.shape
+            and (delta.new.size == 0 or int(delta.new.max()) <= np.iinfo(data.dtype).max)
+        )
+        if fits:
+            data.ravel()[delta.index] = delta.new
+            layer.refresh()
+        else:  # a lazy array, or ids the layer's dtype cannot hold: a copy of the session's
+            layer.data = np.array(self.session.labels)
+            layer.editable = False
 
     def start(
         self, image: Any, clefts: Any, seg: Any, voxel: Any, models: dict[str, str]
@@ -197,7 +215,7 @@ class SessionHub:
 
             chosen[key] = viewer.add_layer(Layer.create(*parts))
         clefts = viewer.add_labels(
-            session.labels,
+            np.array(session.labels),  # its own array, following the session's edits
             name=f"clefts ({name})",
             scale=tuple(voxel),
             opacity=0.8,

@@ -33,6 +33,23 @@ def describe_failure(what: str, exc: BaseException) -> str:
     return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
+def docked(native: Any) -> bool:
+    """Whether a dock widget's Qt widget still sits in a dock (floating or not) or a main
+    window: napari removes a dock by taking its contents out (they become a hidden window
+    of their own), so a parent alone does not tell; False once the Qt widget is deleted."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    try:
+        widget = native
+        while widget is not None:
+            if isinstance(widget, (QDockWidget, QMainWindow)):
+                return True
+            widget = widget.parentWidget()
+    except RuntimeError:  # the Qt widget is gone
+        pass
+    return False
+
+
 def notify(message: str, level: str = "info") -> None:
     """Show a napari notification (``info``, ``warning`` or ``error``)."""
     from napari.utils import notifications

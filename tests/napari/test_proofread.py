@@ -48,7 +48,6 @@ def test_a_keyboard_review_equals_the_same_decisions_through_the_api(
     make_napari_viewer, tmp_path: Path
 ) -> None:
     from napari_avan.core.session import Session
-    from napari_avan.models.partners import avan_assigner
 
     viewer = make_napari_viewer(show=True)
     partners, proofread = _docks(viewer)
@@ -106,6 +105,8 @@ def test_a_keyboard_review_equals_the_same_decisions_through_the_api(
         proofread.delete_button, "clicked"
     ) else proofread.delete()
     assert q[3] not in session.records
+    assert not (np.asarray(clefts.data) == q[3]).any()  # the layer shows the session's labels
+    assert not clefts.editable  # painting there would bypass the journal
     proofread.reseed_mode.value = True
     world = seg_layer.data_to_world(centre)
     viewer.dims.set_point(0, float(world[0]))
@@ -147,14 +148,27 @@ def test_a_keyboard_review_equals_the_same_decisions_through_the_api(
     for cleft in sorted(set(mine[1]) | set(theirs[1])):
         assert mine[1].get(cleft) == theirs[1].get(cleft), cleft
     assert _state(Session.open(session.path)) == _state(session)
-    assert isinstance(avan_assigner, object)
 
 
 def test_keys_are_released_when_the_dock_goes(make_napari_viewer) -> None:
     viewer = make_napari_viewer(show=True)
     _, proofread = _docks(viewer)
+    proofread.assign_new.value = False
     proofread.new_session()
-    labels = viewer.layers["segmentation"]
+    seg = viewer.layers["segmentation"]
+    assert not seg.visible  # hidden once while reviewing: partners show whole instead
+    # the current cleft is outlined, not filled: its border voxels on each section
+    from scipy import ndimage
+
+    from napari_avan._napari._proofread_widget import OUTLINE
+
+    cleft = np.asarray(proofread.session.labels) == proofread.current_cleft
+    inner = ndimage.binary_erosion(cleft, structure=np.ones((1, 3, 3), bool))
+    outline = np.asarray(viewer.layers[OUTLINE].data) > 0
+    np.testing.assert_array_equal(outline, cleft & ~inner)
+    assert inner.any()  # so the test can tell an outline from a fill
+    labels = viewer.add_labels(np.zeros(seg.data.shape, np.uint8), name="mine",
+                               scale=seg.scale)  # fmt: skip
     viewer.layers.selection.active = labels
     labels.mode = "pan_zoom"
     before = proofread.current_cleft
@@ -172,7 +186,11 @@ def test_export_from_the_dock_says_where_and_what(make_napari_viewer, tmp_path: 
 
     viewer = make_napari_viewer()
     _, proofread = _docks(viewer)
-    session = proofread.new_session()
+    session = proofread.new_session()  # and AVAN assigns every cleft in a worker
+    wait_until(lambda: not proofread.runner_busy(), timeout=120)
+    assert all(r.candidates for r in session.records.values())
+    assert proofread.status.value.startswith(f"assigned {len(session.records)} clefts")
+    assert session.status()["decisions"] == len(session.records)
     proofread.decide("accept")
     proofread.decide("reject")
     out = proofread.export(tmp_path / "review.h5", "cremi")
@@ -183,3 +201,66 @@ def test_export_from_the_dock_says_where_and_what(make_napari_viewer, tmp_path: 
     assert rejected and not np.isin(data.clefts.data, rejected).any()
     proofread._guard(lambda: proofread.export(tmp_path / "review.h5", "cremi"))
     assert "exists" in proofread.status.value
+
+
+def test_a_painted_cleft_is_committed_as_a_new_one(make_napari_viewer) -> None:
+    from napari_avan._napari._proofread_widget import NEW_CLEFT
+    from napari_avan.types import AvanInputError
+
+    viewer = make_napari_viewer()
+    _, proofread = _docks(viewer)
+    proofread.assign_new.value = False
+    session = proofread.new_session()
+    with pytest.raises(AvanInputError, match="paint the missed cleft"):
+        proofread.commit_painted()  # makes the empty layer to paint in
+    layer = viewer.layers[NEW_CLEFT]
+    free = np.argwhere(session.labels[10] == 0)[:5]
+    for y, x in free:  # napari's own brush, one dab per voxel
+        layer.brush_size = 1
+        layer.paint((10, int(y), int(x)), 1, refresh=True)
+    before = set(session.records)
+    cleft = proofread.commit_painted()
+    assert cleft not in before and session.records[cleft].origin == "added"
+    assert sorted(map(tuple, np.argwhere(session.labels == cleft).tolist())) == sorted(
+        (10, int(y), int(x)) for y, x in free
+    )
+    assert session.records[cleft].candidates  # AVAN assigned it at once
+    assert not np.asarray(layer.data).any()  # emptied, ready for the next one
+    assert proofread.current_cleft == cleft
+    proofread.undo()
+    assert cleft not in session.records and not (session.labels == cleft).any()
+
+
+def test_a_removed_dock_stops_following_the_session(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    partners, proofread = _docks(viewer)
+    proofread.assign_new.value = False
+    first = proofread.new_session()
+    assert proofread.session is first and proofread.queue
+    viewer.window.remove_dock_widget(proofread.native.parent())
+    copy = viewer.add_labels(np.array(viewer.layers["clefts"].data), name="copy",
+                             scale=viewer.layers["clefts"].scale)  # fmt: skip
+    partners.reset_choices()
+    partners.clefts.value = copy  # a new pair of layers: the Partners dock starts another
+    second = partners.ensure_session()
+    assert second is not first and partners.session is second
+    # the removed dock no longer follows: no queue rebuilt, no thumbnails drawn for it
+    assert proofread._on_hub not in proofread.hub._listeners
+    assert not proofread.gallery.rendering
+
+
+def test_a_dock_added_over_a_session_and_removed_leaves_the_next_one_alone(
+    make_napari_viewer,
+) -> None:
+    viewer = make_napari_viewer()
+    _, partners = open_sample_and_docks(viewer)
+    partners.ensure_session()  # a session before the Proofread dock comes
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
+    assert proofread.queue and not viewer.layers["clefts"].visible  # reviewing it
+    viewer.window.remove_dock_widget(proofread.native.parent())
+    copy = viewer.add_labels(np.array(viewer.layers["clefts"].data), name="copy",
+                             scale=viewer.layers["clefts"].scale)  # fmt: skip
+    partners.reset_choices()
+    partners.clefts.value = copy
+    partners.ensure_session()
+    assert copy.visible  # the removed dock did not start reviewing (and hiding) it

@@ -195,3 +195,19 @@ def test_a_model_retrained_into_its_folder_is_read_again(make_napari_viewer, tmp
     # a bundled model stays loaded for the session
     bundled, _ = MODELS.get("cleft-detector", "cleft-detector", "cpu")
     assert MODELS.get("cleft-detector", "cleft-detector", "cpu")[0] is bundled
+
+
+def test_a_layer_picked_by_hand_and_then_removed_gives_way_to_names(
+    make_napari_viewer,
+) -> None:
+    viewer = make_napari_viewer()
+    _, partners = open_sample_and_docks(viewer)
+    mine = viewer.add_labels(np.array(viewer.layers["clefts"].data), name="mine")
+    partners.reset_choices()
+    partners.clefts.value = mine  # by hand: kept over the names while it exists
+    viewer.add_labels(np.zeros((2, 2, 2), np.uint8), name="other")
+    partners.reset_choices()
+    assert partners.clefts.value is mine
+    viewer.layers.remove(mine)  # gone: the choice by name again, not whatever is first
+    partners.reset_choices()
+    assert partners.clefts.value is viewer.layers["clefts"]
