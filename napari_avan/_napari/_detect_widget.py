@@ -26,6 +26,7 @@ from napari_avan._napari._geometry import (
 from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
+from napari_avan._napari._session_hub import hub_for
 from napari_avan._napari._workers import JobKind
 from napari_avan.core.geometry import Box, box_offset, grow_box, shift_points
 from napari_avan.core.tables import merged_cleft_table
@@ -166,6 +167,10 @@ class DetectWidget(ModelWidget):
             return
         det = step.result
         prob_layer, clefts_layer = self._output_layers(image_layer, voxel)
+        hub = hub_for(self._viewer)
+        if hub.session is not None and hub.clefts is clefts_layer:
+            self._into_session(hub, det, box, prob_layer, clefts_layer)
+            return
         prob_layer.data[box] = det.prob
         region = clefts_layer.data[box]
         replaced_ids = np.unique(region)
@@ -196,6 +201,44 @@ class DetectWidget(ModelWidget):
         found = len(det.table)
         replaced = f", replacing {previous} in that region" if previous else ""
         self.status.value = f"{found} clefts found{replaced}"
+
+    def _into_session(
+        self, hub: Any, det: Any, box: Box, prob_layer: Any, clefts_layer: Any
+    ) -> None:
+        """A run into a clefts layer that a proofreading session shows: its changes are
+        decisions of that session (journaled, undoable; the layer follows them): each
+        cleft of the region is deleted, and each cleft found is a new one from its
+        voxels, ``origin`` predicted (pending, no partners until assigned)."""
+        session = hub.session
+        prob_layer.data[box] = det.prob
+        prob_layer.refresh()
+        region = np.asarray(session.labels[box])
+        replaced_ids = np.unique(region)
+        replaced_ids = replaced_ids[replaced_ids != 0]
+        before = clefts_layer.metadata.get("cleft_table")
+        for cleft in replaced_ids.tolist():
+            if cleft in session.records:
+                session.apply({"action": "delete", "cleft": int(cleft)})
+        corner = np.asarray(box_offset(box))
+        found = {}
+        for k in np.unique(det.clefts[det.clefts > 0]).tolist():
+            voxels = np.argwhere(det.clefts == k) + corner
+            effect = session.apply(
+                {"action": "reseed", "voxels": voxels.tolist(), "origin": "predicted"}
+            )
+            found[int(k)] = next(c for c, r in effect.after.items() if r is not None)
+        table = shift_points(det.table, box_offset(box))
+        table["cleft_segid"] = table["cleft_segid"].map(found).astype(np.int64)
+        clefts_layer.metadata["cleft_table"] = merged_cleft_table(
+            before, clefts_layer.data, prob_layer.data, box, replaced_ids, table
+        )
+        clefts_layer.metadata[LAST_ID_KEY] = max([0, *session.records])
+        hub.table_changed()
+        self.last_result = det
+        replaced = f", replacing {replaced_ids.size} in that region" if replaced_ids.size else ""
+        self.status.value = (
+            f"{len(found)} clefts found{replaced} (decisions in the session {session.path.name})"
+        )
 
     def _output_layers(self, image_layer: Any, voxel: Any) -> tuple[Any, Any]:
         """This image's probability and clefts layers, made on first use."""

@@ -77,6 +77,12 @@ class SessionHub:
             and self._table is (clefts.metadata or {}).get("cleft_table")
         )
 
+    def table_changed(self) -> None:
+        """The clefts layer's cleft table was replaced by a run that recorded its changes
+        in the session (the Detect dock's): still the same session."""
+        if self.clefts is not None:
+            self._table = (self.clefts.metadata or {}).get("cleft_table")
+
     def show(self, session: Session, image: Any, clefts: Any, seg: Any) -> None:
         """Make ``session`` the one shown, over these layers. The clefts layer holds the
         session's labels (it was made from them, or they from it) and follows each label

@@ -149,6 +149,7 @@ def test_bad_decisions_are_refused_and_not_journaled(tmp_path: Path) -> None:
             "post_scores": [0.1, 0.8],
         },
         {"action": "assign", "cleft": 1, "pre": [7], "post": [8]},  # no candidates
+        {"action": "reseed", "voxels": [[0, 0, 0]], "origin": "martian"},
     ]
     for decision in bad:
         with pytest.raises(AvanInputError):
@@ -185,6 +186,21 @@ def test_assign_records_a_networks_partners_and_scores(tmp_path: Path) -> None:
     # partners set by hand drop the network's scores with its candidates
     s.apply({"action": "set_partners", "cleft": 2, "pre": [9], "post": [4]})
     assert s.records[2].candidates == () and s.records[2].pre_scores == ()
+
+
+def test_a_detectors_cleft_from_voxels_is_predicted_and_not_assigned(tmp_path: Path) -> None:
+    s = _session(tmp_path)
+    calls = []
+    s.assigner = lambda session, cleft: calls.append(cleft) or CleftRecord(pre=(5,), post=(6,))
+    predicted = s.apply({"action": "reseed", "voxels": [[0, 0, 0], [0, 0, 1]],
+                         "origin": "predicted"})  # fmt: skip
+    (cleft,) = [c for c, r in predicted.after.items() if r is not None]
+    assert s.records[cleft].origin == "predicted" and s.records[cleft].pre == () and not calls
+    added = s.apply({"action": "reseed", "voxels": [[0, 5, 5]]})
+    (other,) = [c for c, r in added.after.items() if r is not None]
+    assert s.records[other].origin == "added" and s.records[other].pre == (5,)
+    assert calls == [other] and s.status()["added"] == 1
+    assert Session.open(s.path).records == s.records
 
 
 def _random_decision(s: Session, rng: random.Random) -> dict[str, Any]:

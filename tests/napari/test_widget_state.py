@@ -211,3 +211,46 @@ def test_a_layer_picked_by_hand_and_then_removed_gives_way_to_names(
     viewer.layers.remove(mine)  # gone: the choice by name again, not whatever is first
     partners.reset_choices()
     assert partners.clefts.value is viewer.layers["clefts"]
+
+
+def test_a_detect_run_into_a_session_s_clefts_is_decisions_of_that_session(
+    make_napari_viewer,
+) -> None:
+    from napari_avan.core.session import Session
+
+    viewer = make_napari_viewer()
+    detect, partners = open_sample_and_docks(viewer)
+    detect.scope.value = "whole volume"
+    _detect(detect)
+    clefts, prob = viewer.layers["predicted clefts"], viewer.layers["cleft probability"]
+    partners.reset_choices()
+    partners.clefts.value = clefts
+    session = partners.ensure_session()
+    start = dict(session.records)
+    # a second run in a box: its clefts replace those of the box, through the session
+    z = 20
+    rect = np.array([[z, 100, 100], [z, 100, 200], [z, 200, 200], [z, 200, 100]], float)
+    shapes = viewer.add_shapes(
+        [rect], shape_type="rectangle", scale=viewer.layers["EM"].scale, name="box"
+    )
+    detect.reset_choices()
+    detect.scope.value = "drawn box"
+    detect.box_layer.value = shapes
+    box = detect.region()
+    in_box = set(np.unique(np.asarray(clefts.data)[box]).tolist()) - {0}
+    assert in_box
+    _detect(detect)
+    actions = [e["decision"]["action"] for e in session.entries]
+    assert actions.count("delete") == len(in_box) and "reseed" in actions
+    np.testing.assert_array_equal(np.asarray(clefts.data), session.labels)  # the layer follows
+    new = set(session.records) - set(start)
+    assert new and all(session.records[c].origin == "predicted" for c in new)
+    assert session.status()["added"] == 0  # found by the detector, not by a proofreader
+    _assert_table_describes_layer(clefts, prob)
+    assert partners.hub.bound_to(clefts, partners.segmentation.value)  # the same session
+    assert partners.ensure_session() is session
+    # and each of its changes undoes like any decision
+    for _ in actions:
+        session.undo()
+    assert set(session.records) == set(start)
+    np.testing.assert_array_equal(np.asarray(clefts.data), Session.open(session.path).labels)

@@ -139,6 +139,11 @@ def check_decision(decision: Any) -> dict[str, Any]:
             if not isinstance(voxels, (list, tuple)) or not voxels:
                 raise AvanInputError("decision 'reseed' field 'voxels' is an empty list")
             out["voxels"] = [list(_point(v, "voxels")) for v in voxels]
+        origin = decision.get("origin", "added")
+        if origin not in ORIGINS:
+            raise AvanInputError(f"decision 'reseed' field 'origin' is one of {ORIGINS}")
+        if origin != "added":  # a detector's cleft (the Detect dock): kept as it said
+            out["origin"] = origin
     return out
 
 

@@ -504,12 +504,13 @@ class Session:
         )
         coords = np.unravel_index(index, shape)
         box = (*(int(c.min()) for c in coords), *(int(c.max()) + 1 for c in coords))
-        record = CleftRecord(origin="added", round=self.round, box=box)
-        if self.assigner is not None:
+        origin = d.get("origin", "added")
+        record = CleftRecord(origin=origin, round=self.round, box=box)
+        if self.assigner is not None and origin == "added":
             self._labels.ravel()[delta.index] = delta.new  # the assigner sees the new cleft
             try:
                 found = self.assigner(self, cleft)
-                record = replace(found, origin="added", round=self.round, box=box)
+                record = replace(found, origin=origin, round=self.round, box=box)
             finally:
                 self._labels.ravel()[delta.index] = delta.old
         return Effect(delta, before={cleft: None}, after={cleft: record})
