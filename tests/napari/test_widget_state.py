@@ -30,6 +30,19 @@ def _detect(detect: Any) -> None:
     assert "clefts found" in detect.status.value, detect.status.value
 
 
+def _detect_in_a_drawn_box(viewer: Any, detect: Any) -> Any:
+    """Point the Detect dock at a rectangle drawn on section 20; the region it will run on."""
+    z = 20
+    rect = np.array([[z, 100, 100], [z, 100, 200], [z, 200, 200], [z, 200, 100]], float)
+    shapes = viewer.add_shapes(
+        [rect], shape_type="rectangle", scale=viewer.layers["EM"].scale, name="box"
+    )
+    detect.reset_choices()
+    detect.scope.value = "drawn box"
+    detect.box_layer.value = shapes
+    return detect.region()
+
+
 def _assert_table_describes_layer(clefts: Any, prob: Any) -> pd.DataFrame:
     """The layer's cleft table is the one measured on the whole layer now."""
     from napari_avan.core.tables import cleft_table
@@ -52,15 +65,7 @@ def test_detect_runs_keep_one_table_for_the_whole_layer(make_napari_viewer) -> N
     assert len(first) >= 3
 
     # a second run in a drawn box replaces the clefts of its region only
-    z = 20
-    rect = np.array([[z, 100, 100], [z, 100, 200], [z, 200, 200], [z, 200, 100]], float)
-    shapes = viewer.add_shapes(
-        [rect], shape_type="rectangle", scale=viewer.layers["EM"].scale, name="box"
-    )
-    detect.reset_choices()
-    detect.scope.value = "drawn box"
-    detect.box_layer.value = shapes
-    box = detect.region()
+    box = _detect_in_a_drawn_box(viewer, detect)
     in_box = set(np.unique(clefts.data[box]).tolist()) - {0}
     untouched = first[~first["cleft_segid"].isin(in_box)]
     assert len(untouched) and in_box, (in_box, first["cleft_segid"].tolist())
@@ -228,15 +233,7 @@ def test_a_detect_run_into_a_session_s_clefts_is_decisions_of_that_session(
     session = partners.ensure_session()
     start = dict(session.records)
     # a second run in a box: its clefts replace those of the box, through the session
-    z = 20
-    rect = np.array([[z, 100, 100], [z, 100, 200], [z, 200, 200], [z, 200, 100]], float)
-    shapes = viewer.add_shapes(
-        [rect], shape_type="rectangle", scale=viewer.layers["EM"].scale, name="box"
-    )
-    detect.reset_choices()
-    detect.scope.value = "drawn box"
-    detect.box_layer.value = shapes
-    box = detect.region()
+    box = _detect_in_a_drawn_box(viewer, detect)
     in_box = set(np.unique(np.asarray(clefts.data)[box]).tolist()) - {0}
     assert in_box
     _detect(detect)
