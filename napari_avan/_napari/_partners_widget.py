@@ -576,13 +576,13 @@ class PartnersWidget(ModelWidget):
         self.session_label.value = f"session: {session.path}"
         self._resetting = True
         try:
+            super().reset_choices()  # the hub's layers may be new to the choices
             for widget, layer in (
                 (self.image, self.hub.image),
                 (self.clefts, self.hub.clefts),
                 (self.segmentation, self.hub.segmentation),
             ):
                 if layer is not None and layer is not widget.value:
-                    super().reset_choices()
                     if layer in widget.choices:
                         widget.value = layer
                         self._picked_by_hand[widget] = layer

@@ -374,34 +374,36 @@ class ProofreadWidget(Container):
         self.position = position
         cleft = self.current_cleft
         self._refresh_text()
-        self._hide_partner_masks()
+        self._hide_covering_layers()
         # A new section re-slices every visible layer; each layer changed here would be
         # sliced once more: the outline is edited in place (sliced with the rest), the
         # partners' layer hidden while its colormap changes (a hidden layer is not
         # sliced) and shown after (sliced once).
-        section = self._section_of(cleft)
-        moving = section is not None and float(self._viewer.dims.point[0]) != section
+        where = self._where(cleft)
+        moving = where is not None and float(self._viewer.dims.point[0]) != where[0][0]
         review = self._review_layer() if moving else None
         hide = review is not None and review.visible
         if hide:
             review.visible = False
         self._draw_partners()
         self._draw_outline(cleft, refresh=not moving)
-        if cleft is not None:
-            self._centre_on(cleft)
+        if where is not None:
+            self._centre_on(*where)
         if hide:
             review.visible = True
         if cleft is not None:
             self.gallery.select(cleft)
 
-    def _section_of(self, cleft: int | None) -> float | None:
-        """The world z of a cleft's middle section (where the view goes), or None."""
+    def _where(self, cleft: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """A cleft's centre in world coordinates and its in-plane extent in nm (where the
+        view goes and how far it zooms), or None when its box is unknown."""
         session, clefts = self.session, self.hub.clefts
         record = session.records.get(cleft) if session is not None and cleft else None
         if record is None or not record.box or clefts is None:
             return None
-        middle = (record.box[0] + record.box[3] - 1) / 2
-        return float(clefts.data_to_world((middle, 0, 0))[0])
+        lo, hi = np.asarray(record.box[:3], float), np.asarray(record.box[3:], float)
+        centre = np.asarray(clefts.data_to_world((lo + hi - 1) / 2), float)
+        return centre, (hi - lo)[1:] * np.asarray(clefts.scale[1:], float)
 
     def _refresh_text(self) -> None:
         session = self.session
@@ -442,7 +444,7 @@ class ProofreadWidget(Container):
         layer.editable = False
         return layer
 
-    def _hide_partner_masks(self) -> None:
+    def _hide_covering_layers(self) -> None:
         """The clefts layer (every cleft filled), the segmentation (every segment
         coloured) and the Partners dock's masks of every assigned cleft would cover the
         current cleft and its partners, and cost a re-slice each on every section
@@ -517,30 +519,18 @@ class ProofreadWidget(Container):
             layer.colormap = partner_colormap(*shown)
             self._drawn = (layer, shown)
 
-    def _centre_on(self, cleft: int) -> bool:
-        """Centre and zoom the view on a cleft; whether its section changed (which
-        re-sliced every layer)."""
-        session, clefts = self.session, self.hub.clefts
-        if session is None or clefts is None:
-            return False
-        record = session.records.get(cleft)
-        if record is None or not record.box:
-            return False
-        box = record.box
-        lo, hi = np.asarray(box[:3], float), np.asarray(box[3:], float)
-        centre = clefts.data_to_world((lo + hi - 1) / 2)
-        moved = self._viewer.dims.point[0] != float(centre[0])
-        if moved:
+    def _centre_on(self, centre: np.ndarray, extent: np.ndarray) -> None:
+        """Centre the view on a world point (its section first) and zoom so that an
+        in-plane ``extent`` (nm) fills FIT of the canvas."""
+        if self._viewer.dims.point[0] != float(centre[0]):  # a new section re-slices all
             self._viewer.dims.set_point(0, float(centre[0]))
         camera = camera_of(self._viewer)
         camera.center = tuple(float(c) for c in centre)
-        extent = (hi - lo)[1:] * np.asarray(clefts.scale[1:], float)
         canvas = np.asarray(self._viewer.canvas.size, float)  # (height, width) pixels
         if np.all(extent > 0) and np.all(canvas > 0):
             zoom = float(np.min(canvas * FIT / extent))
             if not 0.8 < zoom / max(float(camera.zoom), 1e-9) < 1.25:  # each change redraws
                 camera.zoom = zoom
-        return bool(moved)
 
     # --- the gallery --------------------------------------------------------------------
 
