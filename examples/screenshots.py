@@ -6,9 +6,11 @@ widget through npe2, and for the synthetic polyadic sample and the real VNC ssTE
 (``../shared/data``, read in place, never copied) clicks the largest cleft on a section
 and assigns every cleft in the viewport, saving a screenshot of each; then it opens the
 Proofread dock over that session and shoots the review of its most uncertain cleft and the
-gallery of thumbnails:
+gallery of thumbnails; ``--bootstrap`` shoots the Bootstrap dock after two short rounds on
+the synthetic sample instead:
 
     xvfb-run -a python examples/screenshots.py --out docs/images
+    xvfb-run -a python examples/screenshots.py --out docs/images --bootstrap
     xvfb-run -a python examples/screenshots.py --out /tmp/shots --avan vnc_recipe_out/avan
 
 ``--avan`` takes a bundled name or a model folder (for example one fine-tuned on the VNC
@@ -147,13 +149,64 @@ def shoot_proofread(viewer: Any, name: str, out: Path) -> list[Path]:
     return shots
 
 
+def shoot_bootstrap(out: Path, minutes: float, rounds: int) -> list[Path]:
+    """The Bootstrap dock after ``rounds`` short rounds on the synthetic polyadic sample: a
+    session started in the Proofread dock, its clefts accepted (a stand-in for a
+    proofreader's review), a validation box drawn over the last half along y."""
+    import napari
+
+    from napari_avan._napari._gui_testing import process_events, wait_until
+
+    viewer = napari.Viewer(title="napari-avan: bootstrap", show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-avan", "synthetic-polyadic")
+    viewer.layers["segmentation"].visible = False
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
+    proofread.reset_choices()
+    proofread.new_session()
+    wait_until(lambda: not proofread.runner_busy(), 900)
+    session = proofread.session
+    height = session.labels.shape[1]
+    for cleft in sorted(session.records):
+        session.apply({"action": "accept", "cleft": cleft})
+    viewer.window.remove_dock_widget("all")
+    _, boot = viewer.window.add_plugin_dock_widget("napari-avan", "Bootstrap")
+    widen_dock(viewer, boot, 620)
+    layer = boot.mark_validation_box()
+    # the layer has the session's scale: its data coordinates are voxels
+    corners = np.array([[height * 0.5, 0], [height, session.labels.shape[2]]])
+    layer.add_rectangles(corners, edge_color="#ffd400", face_color="transparent")
+    viewer.layers.selection.active = viewer.layers["EM"]
+    boot.minutes.value = minutes
+    for _ in range(rounds):
+        boot.start()
+        wait_until(lambda: not boot.running, 60 * (minutes + 5))
+        process_events(0.5)
+    viewer.reset_view()
+    process_events(0.5)
+    shot = out / "bootstrap_dock.png"
+    viewer.screenshot(str(shot), canvas_only=False, flash=False)
+    print(f"bootstrap: {boot.status.value}")
+    viewer.close()
+    return [shot]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--avan", default="", help="bundled AVAN name or model folder")
     parser.add_argument("--data", choices=["synthetic", "vnc", "both"], default="both")
+    parser.add_argument("--bootstrap", action="store_true",
+                        help="only the Bootstrap dock after --rounds rounds on the synthetic "
+                        "sample")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--minutes", type=float, default=1.0, help="per round")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.bootstrap:
+        for path in shoot_bootstrap(args.out, args.minutes, args.rounds):
+            print(path)
+        return 0
 
     import napari
 

@@ -45,7 +45,7 @@ from napari_avan._napari._geometry import (
 )
 from napari_avan._napari._layers import POST_KIND, PRE_KIND
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import docked, notify
+from napari_avan._napari._workers import docked, guarded
 from napari_avan.core.session import Session, SessionEvent
 from napari_avan.io.export import EXPORT_FORMATS
 from napari_avan.types import AvanInputError
@@ -562,12 +562,7 @@ class ProofreadWidget(Container):
 
     def _guard(self, action: Any) -> Any:
         """Run a decision; a refusal becomes the status line, never a traceback."""
-        try:
-            return action()
-        except AvanInputError as exc:
-            self.status.value = str(exc)
-            notify(str(exc), "warning")
-            return None
+        return guarded(self.status, action)
 
     def _need(self) -> tuple[Session, int]:
         session, cleft = self.session, self.current_cleft

@@ -62,6 +62,19 @@ def notify(message: str, level: str = "info") -> None:
     show(message)
 
 
+def guarded(status: Any, action: Callable[[], Any]) -> Any:
+    """Run a dock's action; a refusal (:class:`AvanInputError`) becomes the dock's status
+    line and a warning, never a traceback. Returns what the action returned, else None."""
+    from napari_avan.types import AvanInputError
+
+    try:
+        return action()
+    except AvanInputError as exc:
+        status.value = str(exc)
+        notify(str(exc), "warning")
+        return None
+
+
 class JobKind(Enum):
     """What a job does, for widgets that treat some jobs differently (a click on a cleft
     while another click's job runs is queued; any other job makes the click wait its turn
@@ -73,6 +86,8 @@ class JobKind(Enum):
     CLICK = "click"
     #: Partners of many clefts (Assign viewport).
     ASSIGN = "assign"
+    #: A bootstrapped round: fine-tuning the models, then predicting again.
+    TRAIN = "train"
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 from napari_avan import __version__
 from napari_avan.cli import (
     assign,
+    bootstrap,
     convert,
     demo,
     detect,
@@ -30,11 +31,14 @@ from napari_avan.cli._common import PROG, _Parser
 from napari_avan.types import AvanInputError, one_line
 
 #: The subcommands in the order ``--help`` lists them; each module has ``add_parser(sub)``.
-COMMANDS = (demo, synth, detect, assign, train, evaluate, model, tables, convert, session, export)
+COMMANDS = (
+    demo, synth, detect, assign, train, evaluate, model, tables, convert, session, export,
+    bootstrap,
+)  # fmt: skip
 
 #: Commands that run torch. Its import is not safe to interrupt: a KeyboardInterrupt
 #: inside its native module set-up aborts the process (C++ terminate).
-TORCH_COMMANDS = frozenset({"detect", "assign", "train", "model", "session"})
+TORCH_COMMANDS = frozenset({"detect", "assign", "train", "model", "session", "bootstrap"})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,3 +62,11 @@ def clefts_from_probability(
     lookup = np.zeros(int(labels.max()) + 1, np.uint32)
     lookup[order] = np.arange(1, order.size + 1, dtype=np.uint32)
     return lookup[labels]
+
+
+def known_clefts(labels: np.ndarray, unknown: np.ndarray | None) -> np.ndarray:
+    """``labels`` without the predicted clefts touching voxels of unknown truth."""
+    if unknown is None:
+        return labels
+    touching = np.setdiff1d(np.unique(labels[unknown]), [0])
+    return np.where(np.isin(labels, touching), 0, labels) if touching.size else labels

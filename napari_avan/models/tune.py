@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_avan.core.clefts import clefts_from_probability
+from napari_avan.core.clefts import clefts_from_probability, known_clefts
 from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.detect import detector_windows
@@ -54,29 +54,53 @@ def _near_half(t: float) -> float:
     return -abs(t - 0.5)
 
 
-def tune_detector(model: LoadedModel, volumes: Sequence[Any], run: RunPlan) -> dict[str, Any]:
-    """Threshold and minimum volume with the best pooled cleft F1 on ``volumes``."""
+def _closeness(value: float, prior: Any, scale: float) -> float:
+    """How near ``value`` is to a prior setting (0 = equal; more negative = further)."""
+    return 0.0 if prior is None else -abs(value - float(prior)) / scale
+
+
+def tune_detector(
+    model: LoadedModel,
+    volumes: Sequence[Any],
+    run: RunPlan,
+    prior: dict[str, Any] | None = None,
+    max_volume_nm3: float | None = None,
+) -> dict[str, Any]:
+    """Threshold and minimum volume with the best pooled cleft F1 on ``volumes``.
+
+    Minimum volumes above ``max_volume_nm3`` (the smallest true cleft trained on: a
+    larger minimum would delete clefts like it) are not tried, unless none is below.
+    Ties (common on a few validation clefts) go to the threshold nearest 0.5, then to the
+    minimum volume nearest ``prior``'s (the model fine-tuned from), else the smallest.
+    """
+    prior_v = (prior or {}).get("min_volume_nm3")
+    sizes = [v for v in DETECTOR_MIN_VOLUMES_NM3 if max_volume_nm3 is None or v <= max_volume_nm3]
+    sizes = sizes or [DETECTOR_MIN_VOLUMES_NM3[0]]
     voxel = np.prod(model.metadata["voxel_size_nm"])
     probs = [detector_probability(model, v.image, run) for v in volumes]
     results = []
     for threshold in DETECTOR_THRESHOLDS:
-        for volume_nm3 in DETECTOR_MIN_VOLUMES_NM3:
+        for volume_nm3 in sizes:
             size = max(1, round(volume_nm3 / voxel))
             tp = fp = fn = 0
             for vol, prob in zip(volumes, probs, strict=True):
                 labels = clefts_from_probability(prob, threshold=threshold, min_size=size)
-                m = cleft_metrics(labels, vol.clefts)
+                m = cleft_metrics(known_clefts(labels, vol.unknown), vol.clefts)
                 tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
             f1 = precision_recall_f1(tp, fp, fn)[2]
-            results.append(((f1, _near_half(threshold), -volume_nm3), threshold, volume_nm3))
-    (f1, _, _), threshold, volume_nm3 = max(results)
+            if prior_v is None:
+                near_v = -volume_nm3
+            else:
+                near_v = _closeness(np.log(volume_nm3), np.log(float(prior_v)), 1.0)
+            results.append(((f1, _near_half(threshold), near_v), threshold, volume_nm3))
+    (f1, *_), threshold, volume_nm3 = max(results)
     return {
         "threshold": threshold,
         "min_volume_nm3": volume_nm3,
         "validation_cleft_f1": f1,
         "chosen_by": f"grid on {len(volumes)} validation volumes: threshold "
         f"{DETECTOR_THRESHOLDS[0]}-{DETECTOR_THRESHOLDS[-1]} x min volume "
-        f"{DETECTOR_MIN_VOLUMES_NM3[0]:.0f}-{DETECTOR_MIN_VOLUMES_NM3[-1]:.0f} nm^3, cleft F1",
+        f"{sizes[0]:.0f}-{sizes[-1]:.0f} nm^3, cleft F1",
     }
 
 
@@ -88,8 +112,19 @@ def _pooled_f1(predictions: Sequence[pd.DataFrame], volumes: Sequence[Any]) -> f
     return precision_recall_f1(tp, fp, fn)[2]
 
 
-def tune_avan(model: LoadedModel, volumes: Sequence[Any], run: RunPlan) -> dict[str, Any]:
-    """Polyadic (pre, post) thresholds with the best pooled edge F1 on ``volumes``."""
+def tune_avan(
+    model: LoadedModel,
+    volumes: Sequence[Any],
+    run: RunPlan,
+    prior: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Polyadic (pre, post) thresholds with the best pooled edge F1 on ``volumes``.
+
+    Where every validation cleft has one presynaptic partner (polyadic synapses fan out on
+    the postsynaptic side), the pre threshold is 1.0, never exceeded: the presynaptic
+    partner is the argmax. Ties keep what is nearest ``prior`` (the thresholds of the
+    model fine-tuned from), else the thresholds nearest 0.5.
+    """
     from napari_avan.models.assign import decide_partners, iter_assign
 
     chosen = _polyadic_first(volumes)
@@ -105,8 +140,13 @@ def tune_avan(model: LoadedModel, volumes: Sequence[Any], run: RunPlan) -> dict[
         ):
             cleft_scores += step.finished
         found.append(cleft_scores)
+    single_pre = all(
+        int(v.partners.groupby("cleft_id")["pre_id"].nunique().max()) <= 1 for v in chosen
+    )
+    pre_grid = (1.0,) if single_pre else PARTNER_THRESHOLDS
+    prior = prior or {}
     results = []
-    for t_pre in PARTNER_THRESHOLDS:
+    for t_pre in pre_grid:
         for t_post in PARTNER_THRESHOLDS:
             preds = []
             for cleft_scores in found:
@@ -118,13 +158,24 @@ def tune_avan(model: LoadedModel, volumes: Sequence[Any], run: RunPlan) -> dict[
                     rows += [(a.cleft_id, p, q) for p, q in d.edges]
                 preds.append(pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id"]))
             f1 = _pooled_f1(preds, chosen)
-            results.append(((f1, _near_half(t_pre) + _near_half(t_post)), t_pre, t_post))
+            if "post_threshold" in prior:
+                tie = _closeness(t_post, prior["post_threshold"], 0.05)
+                if not single_pre and "pre_threshold" in prior:
+                    tie += _closeness(t_pre, prior["pre_threshold"], 0.05)
+            else:
+                tie = _near_half(t_pre) + _near_half(t_post)
+            results.append(((f1, tie), t_pre, t_post))
     (f1, _), t_pre, t_post = max(results)
+    pre_text = (
+        "pre the argmax (one presynaptic partner per validation cleft)"
+        if single_pre
+        else f"pre and post thresholds {PARTNER_THRESHOLDS[0]}-{PARTNER_THRESHOLDS[-1]}"
+    )
     return {
         "pre_threshold": t_pre,
         "post_threshold": t_post,
         "validation_edge_f1": f1,
-        "chosen_by": f"grid on {len(chosen)} validation volumes: pre and post thresholds "
+        "chosen_by": f"grid on {len(chosen)} validation volumes: {pre_text}, post thresholds "
         f"{PARTNER_THRESHOLDS[0]}-{PARTNER_THRESHOLDS[-1]}, pooled polyadic edge F1",
     }
 

@@ -139,6 +139,15 @@ def check_decision(decision: Any) -> dict[str, Any]:
             if not isinstance(voxels, (list, tuple)) or not voxels:
                 raise AvanInputError("decision 'reseed' field 'voxels' is an empty list")
             out["voxels"] = [list(_point(v, "voxels")) for v in voxels]
+        if "score" in decision:  # the cleft's mean probability (the review order uses it)
+            score = decision["score"]
+            if (
+                isinstance(score, bool)
+                or not isinstance(score, (int, float))
+                or not (math.isfinite(score))
+            ):
+                raise AvanInputError("decision 'reseed' field 'score' must be a finite number")
+            out["score"] = float(score)
         origin = decision.get("origin", "added")
         if origin not in ORIGINS:
             raise AvanInputError(f"decision 'reseed' field 'origin' is one of {ORIGINS}")

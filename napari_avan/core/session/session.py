@@ -301,6 +301,16 @@ class Session:
 
         return sorted(pending, key=key)
 
+    def decided(self, actions: Sequence[str]) -> set[int]:
+        """The clefts named by decisions in effect (not undone) of the given ``actions``
+        (``set_partners``: the clefts whose partners a proofreader set)."""
+        named = set()
+        for seq in self._done:
+            decision = self.entries[seq]["decision"]
+            if decision["action"] in actions and "cleft" in decision:
+                named.add(int(decision["cleft"]))
+        return named & set(self.records)
+
     def partner_table(self) -> Any:
         """One row per pre->post pair of every cleft: cleft_id, pre_id, post_id, status."""
         import pandas as pd
@@ -505,7 +515,7 @@ class Session:
         coords = np.unravel_index(index, shape)
         box = (*(int(c.min()) for c in coords), *(int(c.max()) + 1 for c in coords))
         origin = d.get("origin", "added")
-        record = CleftRecord(origin=origin, round=self.round, box=box)
+        record = CleftRecord(origin=origin, round=self.round, box=box, score=d.get("score"))
         if self.assigner is not None and origin == "added":
             self._labels.ravel()[delta.index] = delta.new  # the assigner sees the new cleft
             try:

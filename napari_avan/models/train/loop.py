@@ -222,7 +222,7 @@ class _Session:
         """Validate, keep the best model, log, choose the post-processing when ``done``, and
         write the model folder (with the resumable state unless ``done``)."""
         validation = self.task.validate(LoadedModel(self.network, self.metadata), run)
-        if self.task.better(validation, self.best):
+        if self.settings.keep_last or self.task.better(validation, self.best):
             self.best = validation
             self.best_weights = _weights(self.network)
         if done:
@@ -284,6 +284,7 @@ def iter_train(
     run: RunPlan | None = None,
     recipe: dict[str, Any] | None = None,
     proximity_model: str | Path | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Iterator[TrainProgress]:
     """Train a model into the folder ``out``, yielding progress after every step.
 
@@ -317,6 +318,8 @@ def iter_train(
     # the task reads the volumes after the network is made: the random streams stay put
     task.prepare(train, val, run)
     metadata = _metadata(task, out, train, val, init)
+    if provenance:
+        metadata["provenance"] = provenance
     session = _Session(task, network, rng, out, metadata, recipe, state)
     while session.fraction() < 1.0:
         loss = session.train_step(run)

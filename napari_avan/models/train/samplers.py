@@ -33,7 +33,13 @@ def _start_around(centre: Sequence[int], patch: Sequence[int], shape: Sequence[i
 
 
 class DetectorSampler:
-    """Balanced cleft / background patches (rejection sampling)."""
+    """Balanced cleft / background patches (rejection sampling).
+
+    Volumes with an ``unknown`` mask (a proofreading session's unreviewed parts) give their
+    negative patches centres in known voxels, half of them on rejected clefts (hard
+    negatives) where the volume marks some, and a target of two channels: the cleft mask
+    and the loss weight (0 where the truth is unknown).
+    """
 
     def __init__(
         self,
@@ -51,6 +57,24 @@ class DetectorSampler:
             raise AvanInputError("the training volumes hold no cleft voxel: nothing to learn")
         sizes = np.array([v.image.size for v in self.volumes], float)
         self.weights = sizes / sizes.sum()
+        self.hard = [
+            np.argwhere(v.negatives) if v.negatives is not None else np.zeros((0, 3), int)
+            for v in self.volumes
+        ]
+        self.weighted = any(v.unknown is not None for v in self.volumes)
+
+    def _negative_centre(self, rng: np.random.Generator, k: int) -> list[int]:
+        """A random voxel, known where the volume says which are; half the time a voxel of
+        a rejected cleft, where there are some."""
+        vol, hard = self.volumes[k], self.hard[k]
+        if len(hard) and rng.random() < 0.5:
+            return [int(v) for v in hard[rng.integers(len(hard))]]
+        centre = [int(rng.integers(n)) for n in vol.image.shape]
+        for _ in range(50):
+            if vol.unknown is None or not vol.unknown[tuple(centre)]:
+                break
+            centre = [int(rng.integers(n)) for n in vol.image.shape]
+        return centre
 
     def draw(self, rng: np.random.Generator, positive: bool) -> tuple[np.ndarray, np.ndarray]:
         patch = self.patch
@@ -63,7 +87,7 @@ class DetectorSampler:
                     int(rng.integers(-(p // 2), p // 2 + 1)) for p in patch
                 ]
             else:
-                centre = [int(rng.integers(n)) for n in vol.image.shape]
+                centre = self._negative_centre(rng, k)
             start = _start_around(centre, patch, vol.image.shape)
             target = crop_window(vol.clefts, start, patch, mirror=False) > 0
             image = crop_window(vol.image, start, patch, mirror=True)
@@ -72,7 +96,16 @@ class DetectorSampler:
         assert image is not None and target is not None
         if self.targets is not None:
             target = crop_window(self.targets[k], start, patch, mirror=False)
-        return image, target.astype(np.float32)
+        target = target.astype(np.float32)
+        if self.weighted:
+            unknown = self.volumes[k].unknown
+            known = (
+                np.ones(patch, np.float32)
+                if unknown is None
+                else (crop_window(unknown, start, patch, mirror=False) == 0).astype(np.float32)
+            )
+            target = np.stack([target, known])
+        return image, target
 
 
 class AvanSampler:

@@ -27,13 +27,22 @@ DEFAULT_TRAIN_PATCH = {
 
 @dataclass
 class TrainingVolume:
-    """One volume at the working voxel size: image in [0, 1], labels, true partners."""
+    """One volume at the working voxel size: image in [0, 1], labels, true partners.
+
+    ``unknown`` (bool, optional) marks voxels whose truth is not known (a proofreading
+    session's unreviewed parts): the detector's loss ignores them, its negative patches are
+    centred elsewhere, and validation drops predicted clefts touching them. ``negatives``
+    (bool, optional) marks clefts a proofreader rejected: the detector draws hard negative
+    patches around them.
+    """
 
     image: np.ndarray
     segmentation: np.ndarray
     clefts: np.ndarray
     partners: pd.DataFrame
     name: str = "volume"
+    unknown: np.ndarray | None = None
+    negatives: np.ndarray | None = None
 
 
 def detector_voxel_size(data_voxel_nm: VoxelSize) -> VoxelSize:
@@ -52,8 +61,12 @@ def prepare_volume(
     voxel_size_nm: VoxelSize,
     working_nm: VoxelSize,
     name: str = "volume",
+    *,
+    unknown: np.ndarray | None = None,
+    negatives: np.ndarray | None = None,
 ) -> TrainingVolume:
-    """Check a training volume and resample it to the working voxel size."""
+    """Check a training volume and resample it to the working voxel size (``unknown`` and
+    ``negatives``: see :class:`TrainingVolume`)."""
     check_same_shape(image=image, segmentation=segmentation, clefts=clefts)
     if np.ndim(image) != 3:
         raise AvanInputError(f"{name}: volumes must be (z, y, x), got shape {np.shape(image)}")
@@ -69,7 +82,11 @@ def prepare_volume(
     table = as_partner_table(partners)
     present = set(np.unique(clf).tolist()) - {0}
     table = table[table["cleft_id"].isin(present)].reset_index(drop=True)
-    return TrainingVolume(img, seg, clf, table, name)
+    masks = [
+        None if m is None else resample(np.asarray(m, dtype=np.uint8), shape, order=0) > 0
+        for m in (unknown, negatives)
+    ]
+    return TrainingVolume(img, seg, clf, table, name, *masks)
 
 
 @dataclass
@@ -90,6 +107,9 @@ class TrainSettings:
     min_positive: int = 20
     polyadic: bool = False  # AVAN, pruners: choose the best model by polyadic edge F1 first
     target: str = "mask"  # detector: "mask" (cleft probability) or "proximity" (signed)
+    #: keep the last weights, not the best validated ones (few validation clefts choose
+    #: checkpoints by chance; validation still runs, for the log and the curve)
+    keep_last: bool = False
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:

@@ -54,9 +54,14 @@ from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 BestModel = Callable[[], LoadedModel]
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice loss of sigmoid probabilities, per example, averaged (smoothing 1)."""
+def dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft Dice loss of sigmoid probabilities, per example, averaged (smoothing 1); voxels
+    of ``weight`` 0 count for nothing."""
     prob = torch.sigmoid(logits)
+    if weight is not None:
+        prob, target = prob * weight, target * weight
     dims = tuple(range(1, prob.ndim))
     inter = (prob * target).sum(dims)
     return (1 - (2 * inter + 1) / (prob.sum(dims) + target.sum(dims) + 1)).mean()
@@ -77,6 +82,8 @@ class TrainingTask(ABC):
     def __init__(self, settings: TrainSettings) -> None:
         self.settings = settings
         self.val: list[TrainingVolume] = []
+        #: the post-processing of the model fine-tuned from (tuning keeps it on ties)
+        self.prior: dict[str, Any] | None = None
 
     @property
     def voxel_size_nm(self) -> VoxelSize:
@@ -152,6 +159,7 @@ class _UNetTask(TrainingTask):
 
     def network(self, init: LoadedModel | None) -> nn.Module:
         if init is not None:
+            self.prior = dict(init.metadata.get("postprocess") or {})
             net = init.network
             config = getattr(net, "config", None)
             if (
@@ -167,6 +175,16 @@ class _UNetTask(TrainingTask):
         if widths:
             config = UNetConfig.from_dict({**config.to_dict(), "widths": list(widths)})
         return ResidualSymmetricUNet(config)
+
+
+def _smallest_cleft_nm3(volumes: Sequence[TrainingVolume], voxel: VoxelSize) -> float | None:
+    """The volume of the smallest cleft of the training volumes (nm^3; None: none)."""
+    sizes = []
+    for vol in volumes:
+        counts = np.bincount(np.unique(vol.clefts, return_inverse=True)[1].ravel())
+        ids = np.unique(vol.clefts)
+        sizes += [int(c) for i, c in zip(ids, counts, strict=True) if i != 0]
+    return min(sizes) * float(np.prod(voxel)) if sizes else None
 
 
 class CleftDetectorTask(_UNetTask):
@@ -190,14 +208,23 @@ class CleftDetectorTask(_UNetTask):
     ) -> None:
         super().prepare(train, val, run)
         self.sampler = DetectorSampler(train, self.settings.train_patch, self.settings.min_positive)
+        self.smallest_nm3 = _smallest_cleft_nm3(train, self.voxel_size_nm)
 
     def example(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
         augmentation = self.settings.augmentation
         image, target = self.sampler.draw(rng, positive=index % 2 == 0)
+        if target.ndim == 4:  # cleft mask and loss weight (volumes with unknown parts)
+            image, mask, weight = geometric([image, target[0], target[1]], rng, augmentation)
+            return intensity(image, rng, augmentation)[None], np.stack([mask, weight])
         image, target = geometric([image, target], rng, augmentation)
         return intensity(image, rng, augmentation)[None], target[None]
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.shape[1] == 2:  # (mask, weight): voxels of unknown truth count for nothing
+            mask, weight = target[:, :1], target[:, 1:]
+            bce = nn.functional.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+            bce = (bce * weight).sum() / weight.sum().clamp(min=1.0)
+            return bce + dice_loss(logits, mask, weight)
         bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
         return bce + dice_loss(logits, target)
 
@@ -211,7 +238,7 @@ class CleftDetectorTask(_UNetTask):
         return validate_detector(model, self.val, run, self.min_size)
 
     def tune(self, best: BestModel, run: RunPlan) -> dict[str, Any]:
-        return tune_detector(best(), self.val, run)
+        return tune_detector(best(), self.val, run, self.prior, self.smallest_nm3)
 
     def inference_window(self) -> dict[str, Any]:
         # fully convolutional: inference uses the larger default window, not the training one
@@ -286,7 +313,7 @@ class AvanTask(_UNetTask):
         return validate_avan(model, self.val, run)
 
     def tune(self, best: BestModel, run: RunPlan) -> dict[str, Any]:
-        return tune_avan(best(), self.val, run)
+        return tune_avan(best(), self.val, run, self.prior)
 
 
 class MaskPrunerTask(TrainingTask):

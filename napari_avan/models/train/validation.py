@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from napari_avan.core.candidates import DEFAULT_PROXIMITY_THRESHOLD, signed_proximity
-from napari_avan.core.clefts import clefts_from_probability
+from napari_avan.core.clefts import clefts_from_probability, known_clefts
 from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
@@ -44,7 +44,7 @@ def validate_detector(
     for vol in volumes:
         prob = detector_probability(model, vol.image, run)
         labels = clefts_from_probability(prob, threshold=0.5, min_size=min_size)
-        m = cleft_metrics(labels, vol.clefts)
+        m = cleft_metrics(known_clefts(labels, vol.unknown), vol.clefts)
         tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
         vtp, vfp, vfn = vtp + m.voxel_tp, vfp + m.voxel_fp, vfn + m.voxel_fn
     return {
