@@ -603,12 +603,11 @@ def _predict(
     future[found > 0] = found[found > 0].astype(np.uint64) + offset
     stats = label_statistics(found, detection.prob)
     new_ids = [int(i) + offset for i in stats.ids]
-    polyadic = True
     assignments: dict[int, Any] = {}
-    if new_ids:
+    if new_ids:  # polyadic, as every assignment a session records
         for step in iter_assign(
             avan, image, future, segmentation, voxel, cleft_ids=new_ids, run=run,
-            polyadic=polyadic,
+            polyadic=True,
         ):  # fmt: skip
             assignments.update({int(a.cleft_id): a for a in step.finished})
     added = []

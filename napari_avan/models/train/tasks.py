@@ -181,8 +181,8 @@ def _smallest_cleft_nm3(volumes: Sequence[TrainingVolume], voxel: VoxelSize) -> 
     """The volume of the smallest cleft of the training volumes (nm^3; None: none)."""
     sizes = []
     for vol in volumes:
-        counts = np.bincount(np.unique(vol.clefts, return_inverse=True)[1].ravel())
-        ids = np.unique(vol.clefts)
+        ids, inverse = np.unique(vol.clefts, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), minlength=ids.size)
         sizes += [int(c) for i, c in zip(ids, counts, strict=True) if i != 0]
     return min(sizes) * float(np.prod(voxel)) if sizes else None
 
