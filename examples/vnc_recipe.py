@@ -264,67 +264,26 @@ def validation_part(npz: Path, partners_csv: Path) -> Validation:
 
 def score_detector(folder_or_name: str | Path, val: Validation, run: Any) -> dict[str, Any]:
     """Cleft object F1 on y >= 700; predictions touching a cut cleft are dropped."""
-    from napari_avan.core.metrics import cleft_metrics
+    from napari_avan.models import scoring
     from napari_avan.models.checkpoint import resolve_model
-    from napari_avan.models.detect import detect
 
     model = resolve_model(str(folder_or_name), "cleft-detector")
     started = time.perf_counter()
-    pred = detect(model, val.image, VOXEL_SIZE, run=run).clefts
-    touching = np.setdiff1d(np.unique(pred[val.cut]), [0])
-    pred = np.where(np.isin(pred, touching), 0, pred)
-    m = cleft_metrics(pred, val.clefts)
-    post = model.metadata.get("postprocess") or {}
-    volume = post.get("min_volume_nm3")
-    min_size = 50 if volume is None else max(1, round(float(volume) / float(np.prod(VOXEL_SIZE))))
-    return {
-        "f1": m.f1,
-        "precision": m.precision,
-        "recall": m.recall,
-        "tp": m.tp,
-        "fp": m.fp,
-        "fn": m.fn,
-        "dropped_at_cut": int(touching.size),
-        "threshold": float(post.get("threshold", 0.5)),
-        "min_size_voxels": min_size,
-        "seconds": time.perf_counter() - started,
-    }
+    figures = scoring.score_detector(model, val.image, val.clefts, VOXEL_SIZE, unknown=val.cut,
+                                     run=run)  # fmt: skip
+    return {**figures, "seconds": time.perf_counter() - started}
 
 
 def score_avan(folder_or_name: str | Path, val: Validation, run: Any) -> dict[str, Any]:
     """Polyadic assignment on the true validation clefts: pre accuracy and edge F1."""
-    import pandas as pd
-
-    from napari_avan.core.metrics import assignment_metrics
-    from napari_avan.models.assign import iter_assign
+    from napari_avan.models import scoring
     from napari_avan.models.checkpoint import resolve_model
 
     model = resolve_model(str(folder_or_name), "avan")
     started = time.perf_counter()
-    ids = sorted(set(val.partners["cleft_id"].tolist()))
-    rows = []
-    for step in iter_assign(
-        model,
-        val.image,
-        val.clefts,
-        val.segmentation,
-        VOXEL_SIZE,
-        cleft_ids=ids,
-        run=run,
-        polyadic=True,
-    ):
-        rows += [(a.cleft_id, pre, post) for a in step.finished for pre, post in a.edges]
-    pred = pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id"])
-    m = assignment_metrics(pred, val.partners, polyadic=True)
-    return {
-        "pre_accuracy": m.pre_accuracy,
-        "edge_f1": m.f1,
-        "edge_tp": m.tp,
-        "edge_fp": m.fp,
-        "edge_fn": m.fn,
-        "n_clefts": m.n_clefts,
-        "seconds": time.perf_counter() - started,
-    }
+    figures = scoring.score_avan(model, val.image, val.clefts, val.segmentation, val.partners,
+                                 VOXEL_SIZE, run=run)  # fmt: skip
+    return {**figures, "seconds": time.perf_counter() - started}
 
 
 # ----------------------------------------------------------------------------- report
@@ -340,13 +299,17 @@ def figures_markdown(
         "|---|---|---|---|---|",
     ]
     for name, det, avan, minutes in rows:
-        cleft = f"{det['f1']:.3f} ({det['tp']}/{det['fp']}/{det['fn']})" if det else "–"
+        cleft = (
+            f"{det['cleft_f1']:.3f} ({det['cleft_tp']}/{det['cleft_fp']}/{det['cleft_fn']})"
+            if det
+            else "–"
+        )
         pre = f"{avan['pre_accuracy']:.3f}" if avan else "–"
         edge = f"{avan['edge_f1']:.3f}" if avan else "–"
         lines.append(f"| {name} | {cleft} | {pre} | {edge} | {minutes} |")
     post = "; ".join(
         f"{name}: threshold {det['threshold']:g}, min size {det['min_size_voxels']} voxels, "
-        f"{det['dropped_at_cut']} dropped at the cut"
+        f"{det['dropped_unknown']} dropped at the cut"
         for name, det, _, _ in rows
         if det
     )

@@ -270,8 +270,6 @@ class BootstrapWidget(Container):
         self.seed = 0
         #: the folder of the round running, or of the last one started
         self.out: Path | None = None
-        #: the record of the last round applied from this dock
-        self.last_record: dict[str, Any] | None = None
         self._job: Job | None = None
         self._failed = False
         self._applied = False
@@ -634,7 +632,6 @@ class BootstrapWidget(Container):
             notify(self.status.value, "error")
             return
         self._applied = True
-        self.last_record = record
         if session is self.session:
             self._draw_stored_box(session, replace=False)
             self._refresh_box_label()

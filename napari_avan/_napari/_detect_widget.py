@@ -216,17 +216,12 @@ class DetectWidget(ModelWidget):
         replaced_ids = np.unique(region)
         replaced_ids = replaced_ids[replaced_ids != 0]
         before = clefts_layer.metadata.get("cleft_table")
-        for cleft in replaced_ids.tolist():
-            if cleft in session.records:
-                session.apply({"action": "delete", "cleft": int(cleft)})
         corner = np.asarray(box_offset(box))
-        found = {}
-        for k in np.unique(det.clefts[det.clefts > 0]).tolist():
-            voxels = np.argwhere(det.clefts == k) + corner
-            effect = session.apply(
-                {"action": "reseed", "voxels": voxels.tolist(), "origin": "predicted"}
-            )
-            found[int(k)] = next(c for c, r in effect.after.items() if r is not None)
+        ks = np.unique(det.clefts[det.clefts > 0]).tolist()
+        ids = session.replace_predicted(
+            replaced_ids.tolist(), [np.argwhere(det.clefts == k) + corner for k in ks]
+        )
+        found = {int(k): c for k, c in zip(ks, ids, strict=True)}
         table = shift_points(det.table, box_offset(box))
         table["cleft_segid"] = table["cleft_segid"].map(found).astype(np.int64)
         clefts_layer.metadata["cleft_table"] = merged_cleft_table(

@@ -21,6 +21,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,11 @@ def write_buffered(path: Path, fill: Callable[[io.BytesIO], object]) -> None:
     fill(buffer)
     with open(path, "wb") as handle:
         handle.write(buffer.getbuffer())
+
+
+def timestamp() -> str:
+    """Now, in UTC, to the second, as ISO 8601: the time stamp of every record we write."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def json_safe(value: Any) -> Any:

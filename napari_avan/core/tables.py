@@ -14,12 +14,12 @@ strings and ``round`` is int64. All coordinates are in voxel units of the volume
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import cast
 
 import numpy as np
 import pandas as pd
 
+from napari_avan.core.files import timestamp
 from napari_avan.core.geometry import (
     DEFAULT_DILATION_RADIUS_NM,
     DEFAULT_DILATION_SECTIONS,
@@ -430,7 +430,7 @@ def edge_table(
     except ValueError as err:
         choices = "|".join(s.value for s in EdgeStatus)
         raise AvanInputError(f"edge status {status!r} is not one of {choices}") from err
-    stamp = updated if updated is not None else _now_iso()
+    stamp = updated if updated is not None else timestamp()
     table = as_partner_table(partners)
     structure = inplane_structure(radius_nm, voxel_size, n_sections)
 
@@ -507,10 +507,6 @@ def edge_table(
     data["model"] = np.full(n, str(model), dtype=object)
     data["updated"] = np.full(n, str(stamp), dtype=object)
     return pd.DataFrame(data, columns=list(EDGE_COLUMNS)).astype(_STRING_COLUMNS)
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _id_list(ids: np.ndarray, limit: int = 10) -> str:

@@ -18,7 +18,9 @@ A round (:func:`iter_round`, then :func:`apply_round`):
    :func:`napari_avan.models.train.iter_train` (``--minutes`` split 60 / 40), each saved as
    a model folder whose ``model.json`` records its provenance (session, round, counts).
    Each keeps its last weights (``keep_last``): the learning rate ends low, and a handful
-   of validation clefts would pick checkpoints by chance.
+   of validation clefts would pick checkpoints by chance. The detector is fine-tuned at a
+   lower learning rate (:data:`FINE_TUNE_LR`): at training's default it collapsed to
+   predicting nothing for most of a round on the real VNC crop.
 4. **Prediction**: the new detector runs on the whole volume; pending clefts that no
    proofreader touched are replaced by the clefts found away from the reviewed ones, and
    AVAN assigns those.
@@ -37,13 +39,13 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from napari_avan.core.files import timestamp
 from napari_avan.core.session import Session, assign_decision
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
@@ -51,6 +53,11 @@ from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 ROUND_FILE = "round.json"
 #: Share of a round's minutes given to the detector (the rest to AVAN).
 DETECTOR_SHARE = 0.6
+#: Learning rate of each model's fine-tuning in a round. Measured on the VNC crop (round 3
+#: of ``benchmarks/bench_bootstrap.py``, 850 steps from round 2's detector): at 1e-3 the
+#: detector predicted nothing from step 100 to 600 and scored cleft F1 0.32 on y >= 700;
+#: at 2e-4 its loss stayed low and it scored 0.95. AVAN learns steadily at 1e-3.
+FINE_TUNE_LR = {"detector": 2e-4, "avan": 1e-3}
 #: Share of the reviewed clefts an automatic validation box holds.
 VALIDATION_SHARE = 0.25
 #: Model folder names inside a round's folder, by the session's model key.
@@ -330,30 +337,15 @@ def score_box(
     """The figures of a detector and AVAN on one region with its truth: cleft precision,
     recall and F1 (each model's own post-processing; predicted clefts touching ``unknown``
     voxels dropped; a match needs IoU >= 0.1), and AVAN's presynaptic accuracy and polyadic
-    edge F1 on the true clefts with partners (None where there are none)."""
-    from napari_avan.core.clefts import known_clefts
-    from napari_avan.core.metrics import assignment_metrics, cleft_metrics
-    from napari_avan.models.assign import iter_assign
-    from napari_avan.models.detect import detect
+    edge F1 on the true clefts with partners (None where there are none)
+    (:mod:`napari_avan.models.scoring`)."""
+    from napari_avan.models.scoring import score_avan, score_detector
 
-    found = detect(detector, image, voxel_size_nm, run=run).clefts
-    m = cleft_metrics(known_clefts(found, unknown), clefts)
-    out: dict[str, Any] = {
-        "cleft_f1": m.f1, "cleft_precision": m.precision, "cleft_recall": m.recall,
-        "cleft_tp": m.tp, "cleft_fp": m.fp, "cleft_fn": m.fn,
-        "pre_accuracy": None, "edge_f1": None, "assigned_clefts": 0,
-    }  # fmt: skip
-    if not partners.empty:
-        ids = sorted(set(partners["cleft_id"].tolist()))
-        rows = []
-        for step in iter_assign(
-            avan, image, clefts, segmentation, voxel_size_nm, cleft_ids=ids, run=run,
-            polyadic=True,
-        ):  # fmt: skip
-            rows += [(a.cleft_id, p, q) for a in step.finished for p, q in a.edges]
-        pred = pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id"])
-        a = assignment_metrics(pred, partners, polyadic=True)
-        out.update(pre_accuracy=a.pre_accuracy, edge_f1=a.f1, assigned_clefts=a.n_clefts)
+    det = score_detector(detector, image, clefts, voxel_size_nm, unknown=unknown, run=run)
+    av = score_avan(avan, image, clefts, segmentation, partners, voxel_size_nm, run=run)
+    out = {k: det[k] for k in ("cleft_f1", "cleft_precision", "cleft_recall", "cleft_tp",
+                               "cleft_fp", "cleft_fn")}  # fmt: skip
+    out.update({k: av[k] for k in ("pre_accuracy", "edge_f1", "assigned_clefts")})
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
@@ -391,10 +383,6 @@ class RoundProgress:
     loss: float | None = None
     validation: dict[str, float] | None = None
     plan: RoundPlan | None = None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def session_models(session: Session) -> dict[str, str]:
@@ -444,7 +432,7 @@ def iter_round(
         raise AvanInputError(f"{out} exists: choose a new folder for this round's models")
     if minutes is None and steps is None:
         raise AvanInputError("give the round a training budget: minutes, steps or both")
-    started, clock = _now(), time.perf_counter()
+    started, clock = timestamp(), time.perf_counter()
     shape = session.labels.shape
     if image is None:
         image = session_volume(session, "image", "image")
@@ -504,7 +492,7 @@ def iter_round(
             settings = TrainSettings(
                 kind, steps=steps, minutes=budgets[key], seed=seed, val_every=val_every,
                 voxel_size_nm=working, polyadic=data.polyadic and kind == "avan",
-                keep_last=True,
+                keep_last=True, lr=FINE_TUNE_LR[key],
             )  # fmt: skip
             folder = out / MODEL_FOLDERS[key]
             start = _PHASES[key]
@@ -538,7 +526,7 @@ def iter_round(
         record = {
             "round": number,
             "started": started,
-            "finished": _now(),
+            "finished": timestamp(),
             "out": str(out.resolve()),
             "base_models": base,
             "models": models,
@@ -632,15 +620,10 @@ def apply_round(session: Session, plan: RoundPlan) -> dict[str, Any]:
                  overwrite=True)  # fmt: skip
     session.meta["round"] = number  # records made from here on belong to the new round
     model_name = str(record["models"]["avan"])
-    for cleft in plan.removed:
-        if cleft in session.records:
-            session.apply({"action": "delete", "cleft": cleft})
-    for new in plan.added:
-        effect = session.apply(
-            {"action": "reseed", "voxels": new.voxels.tolist(), "origin": "predicted",
-             "score": new.score}
-        )  # fmt: skip
-        cleft = next(c for c, r in effect.after.items() if r is not None)
+    ids = session.replace_predicted(
+        plan.removed, [n.voxels for n in plan.added], [n.score for n in plan.added]
+    )
+    for new, cleft in zip(plan.added, ids, strict=True):
         decision = assign_decision(new.assignment, model=model_name)
         decision["cleft"] = cleft
         session.apply(decision)

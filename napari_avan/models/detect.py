@@ -52,6 +52,15 @@ def fit_patch(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[in
     return tuple(patch)
 
 
+def min_size_voxels(model: LoadedModel, voxel_size_nm: VoxelSize) -> int:
+    """A detector's smallest cleft in voxels of this size: its ``postprocess`` minimum
+    volume (nm^3), else 50 voxels."""
+    volume = (model.metadata.get("postprocess") or {}).get("min_volume_nm3")
+    if volume is None:
+        return 50
+    return max(1, round(float(volume) / float(np.prod(check_voxel_size(voxel_size_nm)))))
+
+
 def detector_windows(
     meta: dict[str, Any], shape: tuple[int, ...], divisor: tuple[int, ...]
 ) -> tuple[Any, Any]:
@@ -110,8 +119,7 @@ def iter_detect(
     if threshold is None:
         threshold = float(post.get("threshold", 0.5))
     if min_size is None:
-        volume = post.get("min_volume_nm3")
-        min_size = 50 if volume is None else max(1, round(float(volume) / float(np.prod(voxel))))
+        min_size = min_size_voxels(model, voxel)
     proximity = meta.get("target") == "proximity"
     result: np.ndarray | None = None
     for step in iter_predict(

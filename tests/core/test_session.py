@@ -203,6 +203,27 @@ def test_a_detectors_cleft_from_voxels_is_predicted_and_not_assigned(tmp_path: P
     assert Session.open(s.path).records == s.records
 
 
+def test_replacing_clefts_by_a_detectors_is_one_decision_each_and_undoable(
+    tmp_path: Path,
+) -> None:
+    s = _session(tmp_path)
+    before = _state(s)
+    found = [np.array([[0, 0, 0], [0, 0, 1]]), np.array([[4, 30, 30]])]
+    ids = s.replace_predicted([2, 3, 99], found, [0.75, 0.5])  # 99: not a cleft, skipped
+    assert sorted(s.records) == sorted([1, *ids]) and len(ids) == 2
+    assert [s.records[c].score for c in ids] == [0.75, 0.5]
+    assert all(s.records[c].origin == "predicted" for c in ids)
+    assert s.labels[0, 0, 1] == ids[0] and s.labels[4, 30, 30] == ids[1]
+    assert not (s.labels == 2).any() and not (s.labels == 3).any()
+    assert [e["decision"]["action"] for e in s.entries] == ["delete"] * 2 + ["reseed"] * 2
+    for _ in range(4):
+        s.undo()
+    assert _state(s) == before
+    with pytest.raises(AvanInputError, match="2 clefts found but 1 scores"):
+        s.replace_predicted([], found, [0.5])
+    assert len(s.entries) == 8  # 4 decisions, 4 undos; the refused call wrote nothing
+
+
 def _random_decision(s: Session, rng: random.Random) -> dict[str, Any]:
     clefts = sorted(s.records)
     kind = rng.choice(

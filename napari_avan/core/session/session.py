@@ -24,13 +24,13 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_avan.core.files import atomic_path
+from napari_avan.core.files import atomic_path, timestamp
 from napari_avan.core.session.decisions import (
     CleftRecord,
     Effect,
@@ -78,10 +78,6 @@ class SessionEvent:
     action: str
     clefts: tuple[int, ...]
     effect: Effect
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _margin(scores: Sequence[float]) -> float:
@@ -183,7 +179,7 @@ class Session:
             "volumes": dict(volumes or {}),
             "models": dict(models or {}),
             "round": 0,
-            "created": _now(),
+            "created": timestamp(),
         }
         if path.exists():
             raise AvanInputError(f"{path} already exists: choose a new session folder")
@@ -356,7 +352,7 @@ class Session:
         seq = len(self.entries)
         entry = {
             "seq": seq,
-            "time": _now(),
+            "time": timestamp(),
             "decision": checked,
             "effect": effect.to_json(),
         }
@@ -371,6 +367,32 @@ class Session:
         self._emit(action, effect)
         return effect
 
+    def replace_predicted(
+        self,
+        removed: Sequence[int],
+        found: Sequence[np.ndarray],
+        scores: Sequence[float] | None = None,
+    ) -> list[int]:
+        """Replace clefts by a detector's: each of ``removed`` deleted, then each array of
+        (n, 3) voxel indices in ``found`` a new pending cleft (``origin`` predicted, its
+        mean probability from ``scores`` if given), as decisions one by one (journaled,
+        undoable). Returns the new clefts' ids in the order of ``found``."""
+        if scores is not None and len(scores) != len(found):
+            raise AvanInputError(f"{len(found)} clefts found but {len(scores)} scores")
+        for cleft in removed:
+            if int(cleft) in self.records:
+                self.apply({"action": "delete", "cleft": int(cleft)})
+        ids = []
+        for k, voxels in enumerate(found):
+            decision: dict[str, Any] = {
+                "action": "reseed", "voxels": np.asarray(voxels).tolist(), "origin": "predicted"
+            }  # fmt: skip
+            if scores is not None:
+                decision["score"] = float(scores[k])
+            effect = self.apply(decision)
+            ids.append(next(c for c, r in effect.after.items() if r is not None))
+        return ids
+
     def undo(self) -> Effect:
         """Undo the last decision still in effect (itself a journal entry)."""
         if not self._done:
@@ -384,7 +406,7 @@ class Session:
         return self._walk("redo", self._undone[-1])
 
     def _walk(self, action: str, target: int) -> Effect:
-        entry = {"seq": len(self.entries), "time": _now(), "decision": {"action": action},
+        entry = {"seq": len(self.entries), "time": timestamp(), "decision": {"action": action},
                  "target": target}  # fmt: skip
         self.journal.append(entry)
         self.entries.append(entry)
