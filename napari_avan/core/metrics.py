@@ -41,11 +41,12 @@ def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]
     return _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
 
 
-def _json_safe(value: Any) -> Any:
+def plain_json(value: Any) -> Any:
+    """Metrics as plain JSON numbers: numpy scalars to int, float and bool; tuples to lists."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: plain_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [plain_json(v) for v in value]
     if isinstance(value, bool | np.bool_):
         return bool(value)
     if isinstance(value, int | np.integer):
@@ -60,7 +61,7 @@ class _Metrics:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serialisable dict (tuples become lists)."""
-        return _json_safe(asdict(self))  # type: ignore[call-overload]
+        return plain_json(asdict(self))  # type: ignore[call-overload]
 
 
 # --- overlaps ---------------------------------------------------------------------------------
@@ -420,7 +421,8 @@ class EdgeMetrics(_Metrics):
     n_unmatched_clefts: int
 
 
-def _check_cleft_ids(table: pd.DataFrame, ids: np.ndarray, what: str) -> None:
+def check_cleft_ids(table: pd.DataFrame, ids: np.ndarray, what: str) -> None:
+    """Refuse a partner table naming clefts absent from the labels (``what``: whose)."""
     absent = np.setdiff1d(table["cleft_id"].to_numpy(), ids.astype(np.int64))
     if absent.size:
         shown = ", ".join(str(int(i)) for i in absent[:10])
@@ -457,8 +459,8 @@ def edge_metrics(
     ov = label_overlap(pred_clefts, true_clefts)
     pred_table = as_partner_table(pred_edges)
     true_table = as_partner_table(truth)
-    _check_cleft_ids(pred_table, ov.pred_ids, "predicted")
-    _check_cleft_ids(true_table, ov.true_ids, "true")
+    check_cleft_ids(pred_table, ov.pred_ids, "predicted")
+    check_cleft_ids(true_table, ov.true_ids, "true")
     # best true cleft per predicted cleft: sort pairs by (pred, -voxels, true id), take first
     order = np.lexsort((ov.true_ids[ov.pair_true], -ov.pair_voxels, ov.pair_pred))
     pp = ov.pair_pred[order]
