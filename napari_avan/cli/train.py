@@ -65,9 +65,10 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "kind", choices=["clefts", "avan", "mask-pruner", "proximity-pruner"], help="what to train"
     )
-    p.add_argument("--target", choices=["mask", "proximity"], default="mask",
-                   help="clefts: cleft mask (default) or signed proximity (for the proximity "
-                   "pruner)")  # fmt: skip
+    p.add_argument("--target", choices=["mask", "proximity", "cleftnet"], default="mask",
+                   help="clefts: cleft mask (default), signed proximity (for the proximity "
+                   "pruner) or cleftnet (the mask plus CleftNet's cleft-boundary "
+                   "channel)")  # fmt: skip
     p.add_argument("--proximity-model", help="proximity-pruner: its signed proximity detector")
     p.add_argument("--out", required=True, help="model folder to create")
     for prefix, what in (("", "training"), ("val-", "validation")):

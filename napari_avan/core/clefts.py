@@ -70,3 +70,18 @@ def known_clefts(labels: np.ndarray, unknown: np.ndarray | None) -> np.ndarray:
         return labels
     touching = np.setdiff1d(np.unique(labels[unknown]), [0])
     return np.where(np.isin(labels, touching), 0, labels) if touching.size else labels
+
+
+def cleft_boundary(mask: np.ndarray) -> np.ndarray:
+    """The boundary of a cleft mask, CleftNet's second label channel (Liu & Ji 2021): the
+    cleft voxels with a non-cleft 4-neighbour in their section (z, y, x; in-plane, since
+    sections are thick). The array's own edges are not a boundary (a training patch cuts
+    clefts)."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 3:
+        raise AvanInputError(f"the cleft mask must be (z, y, x), got shape {mask.shape}")
+    cross = np.zeros((1, 3, 3), bool)
+    cross[0, 1, :] = cross[0, :, 1] = True
+    return mask & ~ndimage.binary_erosion(mask, cross, border_value=1)

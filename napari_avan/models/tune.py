@@ -41,7 +41,10 @@ def detector_probability(model: LoadedModel, image: np.ndarray, run: RunPlan) ->
     if not isinstance(config, UNetConfig):
         raise AvanInputError("this model is not a cleft detector")
     patch, overlap = detector_windows(model.metadata, image.shape, config.divisor)
-    return predict(model.network, image, patch=patch, overlap=overlap, out_channels=1, run=run)[0]
+    return predict(
+        model.network, image, patch=patch, overlap=overlap, out_channels=config.out_channels,
+        run=run,
+    )[0]  # fmt: skip
 
 
 def _polyadic_first(volumes: Sequence[Any]) -> list[Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_avan.core.clefts import clefts_from_probability
+from napari_avan.core.clefts import cleft_boundary, clefts_from_probability
 from napari_avan.types import AvanInputError
 
 
@@ -69,3 +69,19 @@ def test_bad_arguments_are_named() -> None:
     with pytest.raises(AvanInputError, match=r"\(z, y, x\)"):
         clefts_from_probability(np.zeros((2, 2)))
     assert clefts_from_probability(np.zeros((2, 4, 4))).max() == 0
+
+
+def test_a_clefts_boundary_is_its_in_plane_edge_not_the_arrays() -> None:
+    mask = np.zeros((2, 6, 7), bool)
+    mask[0, 1:4, 1:4] = True  # a 3 x 3 square: 8 edge voxels round 1 inner voxel
+    mask[1, 2:6, 4:7] = True  # a 4 x 3 block against the array's corner
+    edge = cleft_boundary(mask)
+    assert not (edge & ~mask).any()
+    assert edge[0].sum() == 8 and not edge[0, 2, 2]
+    # in section 1 only the sides facing non-cleft voxels are boundary: y = 2 and x = 4
+    expected = np.zeros((6, 7), bool)
+    expected[2, 4:7] = expected[2:6, 4] = True
+    np.testing.assert_array_equal(edge[1], expected)
+    assert not cleft_boundary(np.zeros((1, 3, 3), bool)).any()
+    with pytest.raises(AvanInputError, match="must be"):
+        cleft_boundary(np.zeros((3, 3), bool))

@@ -14,7 +14,7 @@ from napari_avan.cli import main
 from napari_avan.core.synth import synthesize
 from napari_avan.models.augment import Augmentation, geometric, intensity
 from napari_avan.models.checkpoint import LoadedModel, load_model, resolve_model
-from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH
+from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH, detect
 from napari_avan.models.device import plan
 from napari_avan.models.networks import PrunerNet, ResidualSymmetricUNet
 from napari_avan.models.train import (
@@ -24,6 +24,7 @@ from napari_avan.models.train import (
     AvanSampler,
     AvanTask,
     CleftDetectorTask,
+    CleftNetDetectorTask,
     DetectorSampler,
     MaskPrunerTask,
     ProximityDetectorTask,
@@ -164,6 +165,8 @@ def test_prepare_volume_resamples_and_checks(volumes) -> None:
         ("clefts", "mask", CleftDetectorTask, "cleft-detector", "mask", ResidualSymmetricUNet),
         ("clefts", "proximity", ProximityDetectorTask, "cleft-detector", "proximity",
          ResidualSymmetricUNet),
+        ("clefts", "cleftnet", CleftNetDetectorTask, "cleft-detector", "cleftnet",
+         ResidualSymmetricUNet),
         ("avan", "mask", AvanTask, "avan", "pre-post", ResidualSymmetricUNet),
         ("mask-pruner", "mask", MaskPrunerTask, "mask-pruner", "pair", PrunerNet),
         ("proximity-pruner", "mask", ProximityPrunerTask, "proximity-pruner", "pair", PrunerNet),
@@ -178,7 +181,8 @@ def test_task_for_picks_the_task_of_kind_and_target(
     net = chosen.network(None)
     assert isinstance(net, network)
     if isinstance(net, ResidualSymmetricUNet):
-        channels = (1, 1) if kind == "clefts" else (2, 2)
+        channels = {"mask": (1, 1), "proximity": (1, 1), "cleftnet": (1, 2)}[target]
+        channels = channels if kind == "clefts" else (2, 2)
         assert (net.config.in_channels, net.config.out_channels) == channels
     # only the detector infers with a larger window than it trains on
     window = chosen.inference_window()
@@ -249,6 +253,51 @@ def test_the_proximity_detector_tunes_nothing(volumes) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+def test_the_cleftnet_target_learns_the_mask_and_its_boundary(tmp_path: Path, volumes) -> None:
+    task = task_for(_settings("clefts", target="cleftnet"))
+    # the loss: BCE + Dice on each channel, unknown voxels (weight 0) left out of both
+    zeros, ones = torch.zeros(2, 2, 2, 2, 2), torch.ones(2, 1, 2, 2, 2)
+    ln2 = math.log(2)
+    assert float(task.loss(zeros, torch.cat([ones, ones], 1))) == pytest.approx(
+        2 * (ln2 + 1 - 9 / 13)
+    )
+    weight = torch.zeros(2, 1, 2, 2, 2)
+    weight[..., 0] = 1  # half of the voxels known
+    known = float(task.loss(zeros, torch.cat([ones, ones, weight], 1)))
+    # per example, Dice on the 4 known voxels: 1 - (2 * 2 + 1) / (2 + 4 + 1)
+    assert known == pytest.approx(2 * (ln2 + 1 - 5 / 7))
+    # examples: the boundary channel is the mask's in-plane edge
+    train, val = volumes
+    task.prepare(train, val, FP32)
+    rng = np.random.default_rng(3)
+    image, target = task.example(rng, 0)  # even index: a patch holding a cleft
+    assert image.shape[0] == 1 and target.shape == (2, *image.shape[1:])
+    mask, boundary = target[0] > 0.5, target[1] > 0.5
+    assert boundary.any() and not (boundary & ~mask).any()
+    # training writes a two-channel detector that detection reads the mask channel of
+    out = tmp_path / "cleftnet"
+    for _ in iter_train(_settings("clefts", target="cleftnet"), train, val, out, run=FP32):
+        pass
+    model = resolve_model(out, "cleft-detector")
+    assert model.metadata["target"] == "cleftnet"
+    assert model.network.config.out_channels == 2
+    found = detect(model, val[0].image, (40.0, 4.0, 4.0), run=FP32)
+    assert found.prob.shape == val[0].image.shape and 0 <= found.prob.min()
+
+
+def test_a_cleftnet_detector_fine_tuned_from_a_mask_detector_starts_from_it() -> None:
+    bundled = resolve_model("cleft-detector", "cleft-detector")
+    task = task_for(_settings("clefts", target="cleftnet", widths=None))
+    wide = task.network(bundled)
+    assert wide.config.out_channels == 2 and bundled.network.config.out_channels == 1
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 1, 8, 64, 64), np.float32))
+    with torch.no_grad():
+        narrow_out, wide_out = bundled.network.eval()(x), wide.eval()(x)
+    torch.testing.assert_close(wide_out[:, :1], narrow_out)  # the mask channel as before
+    torch.testing.assert_close(wide_out[:, 1:], narrow_out)  # the boundary starts as a copy
+    assert task.prior == bundled.metadata["postprocess"]
 
 
 @pytest.mark.parametrize("kind", ["avan", "clefts"])
@@ -433,3 +482,19 @@ def test_avan_thresholds_are_the_best_of_the_grid_and_become_assign_defaults(
     model.metadata["postprocess"] = {"pre_threshold": 1.0, "post_threshold": 1.0}
     assert edges() == edges(pre_threshold=1.0, post_threshold=1.0)
     assert len(edges()) < len(everything), "the defaults must change the result"
+
+
+def test_the_command_line_fine_tunes_a_cleftnet_detector_from_the_bundled_one(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "cleftnet"
+    code = main([
+        "train", "clefts", "--target", "cleftnet", "--init", "cleft-detector", "--out", str(out),
+        "--synthetic", "1", "--val-synthetic", "1", "--synthetic-shape", "8,96,96",
+        "--steps", "2", "--val-every", "2", "--no-bf16", "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    model = resolve_model(out, "cleft-detector")
+    assert model.metadata["target"] == "cleftnet"
+    assert model.metadata["training"]["init"] == "cleft-detector"
+    assert model.network.config.out_channels == 2

@@ -36,6 +36,7 @@ from napari_avan.models.train.settings import (
 from napari_avan.models.train.tasks import (
     AvanTask,
     CleftDetectorTask,
+    CleftNetDetectorTask,
     MaskPrunerTask,
     ProximityDetectorTask,
     ProximityPrunerTask,
@@ -61,6 +62,7 @@ __all__ = [
     "AvanSampler",
     "AvanTask",
     "CleftDetectorTask",
+    "CleftNetDetectorTask",
     "DetectorSampler",
     "MaskPrunerTask",
     "ProximityDetectorTask",

@@ -14,7 +14,7 @@ from napari_avan.models.pruners import DEFAULT_PRUNER_PATCH
 from napari_avan.types import AvanInputError, VoxelSize, check_same_shape, check_voxel_size
 
 KINDS = ("clefts", "avan", "mask-pruner", "proximity-pruner")
-DETECTOR_TRAIN_TARGETS = ("mask", "proximity")
+DETECTOR_TRAIN_TARGETS = ("mask", "proximity", "cleftnet")
 #: The detector's default working in-plane voxel size (clefts are tens of nm thick).
 DETECTOR_INPLANE_NM = 8.0
 DEFAULT_TRAIN_PATCH = {
@@ -106,7 +106,9 @@ class TrainSettings:
     voxel_size_nm: VoxelSize | None = None  # working size; set by the caller
     min_positive: int = 20
     polyadic: bool = False  # AVAN, pruners: choose the best model by polyadic edge F1 first
-    target: str = "mask"  # detector: "mask" (cleft probability) or "proximity" (signed)
+    #: detector: "mask" (cleft probability), "proximity" (signed) or "cleftnet" (the mask
+    #: and the cleft boundary)
+    target: str = "mask"
     #: keep the last weights, not the best validated ones (few validation clefts choose
     #: checkpoints by chance; validation still runs, for the log and the curve)
     keep_last: bool = False

@@ -6,6 +6,8 @@ folder records besides the weights. :func:`task_for` picks the task of some sett
 
 - ``clefts`` (target mask): :class:`CleftDetectorTask`, BCE + Dice, best by cleft F1.
 - ``clefts --target proximity``: :class:`ProximityDetectorTask`, MSE of tanh, sign F1.
+- ``clefts --target cleftnet``: :class:`CleftNetDetectorTask`, the mask plus CleftNet's
+  cleft-boundary channel, BCE + Dice on each, best by cleft F1.
 - ``avan``: :class:`AvanTask`, BCE, best by accuracy then edge F1 (swapped if polyadic).
 - ``mask-pruner``: :class:`MaskPrunerTask`, BCE on candidate pairs, ranked as AVAN.
 - ``proximity-pruner``: :class:`ProximityPrunerTask`, the mask pruner's, on candidates
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_avan.core.clefts import cleft_boundary
 from napari_avan.models.augment import geometric, intensity
 from napari_avan.models.checkpoint import LoadedModel, load_model
 from napari_avan.models.detect import DEFAULT_OVERLAP, DEFAULT_PATCH
@@ -52,6 +55,19 @@ from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
 #: A zero-argument function giving the best model so far (built when called).
 BestModel = Callable[[], LoadedModel]
+
+
+def bce_dice(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice (:func:`dice_loss`) of one output channel;
+    ``weight`` (0 or 1 per voxel) leaves voxels of unknown truth out of both."""
+    if weight is None:
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
+        return bce + dice_loss(logits, target)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * weight).sum() / weight.sum().clamp(min=1.0)
+    return bce + dice_loss(logits, target, weight)
 
 
 def dice_loss(
@@ -221,12 +237,8 @@ class CleftDetectorTask(_UNetTask):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.shape[1] == 2:  # (mask, weight): voxels of unknown truth count for nothing
-            mask, weight = target[:, :1], target[:, 1:]
-            bce = nn.functional.binary_cross_entropy_with_logits(logits, mask, reduction="none")
-            bce = (bce * weight).sum() / weight.sum().clamp(min=1.0)
-            return bce + dice_loss(logits, mask, weight)
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, target)
-        return bce + dice_loss(logits, target)
+            return bce_dice(logits, target[:, :1], target[:, 1:])
+        return bce_dice(logits, target)
 
     @property
     def min_size(self) -> int:
@@ -243,6 +255,47 @@ class CleftDetectorTask(_UNetTask):
     def inference_window(self) -> dict[str, Any]:
         # fully convolutional: inference uses the larger default window, not the training one
         return {"patch": list(DEFAULT_PATCH), "overlap": list(DEFAULT_OVERLAP)}
+
+
+class CleftNetDetectorTask(CleftDetectorTask):
+    """The detector with CleftNet's label augmentation (Liu & Ji 2021): each voxel's label is
+    a vector, the cleft mask and the cleft boundary (:func:`~napari_avan.core.clefts.
+    cleft_boundary`), and the network learns both (BCE + Dice on each, unknown voxels
+    weighted 0 as for the mask). The boundary channel shapes the features; detection,
+    validation and tuning read the mask channel alone. Fine-tuning from a mask detector
+    widens its output layer: the boundary channel starts as a copy of the mask channel."""
+
+    target = "cleftnet"
+    channels = (1, 2)
+
+    def network(self, init: LoadedModel | None) -> nn.Module:
+        if init is not None and isinstance(init.network, ResidualSymmetricUNet):
+            config = init.network.config
+            if (config.in_channels, config.out_channels) == (1, 1):
+                init = LoadedModel(_widened(init.network, 2), init.metadata, init.path)
+        return super().network(init)
+
+    def example(self, rng: np.random.Generator, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, target = super().example(rng, index)  # (mask[, weight], z, y, x)
+        boundary = cleft_boundary(target[0] > 0.5).astype(target.dtype)
+        return image, np.concatenate([target[:1], boundary[None], target[1:]])
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = target[:, 2:] if target.shape[1] == 3 else None
+        return bce_dice(logits[:, :1], target[:, :1], weight) + bce_dice(
+            logits[:, 1:], target[:, 1:2], weight
+        )
+
+
+def _widened(network: ResidualSymmetricUNet, out_channels: int) -> ResidualSymmetricUNet:
+    """A copy of a one-output U-Net with ``out_channels`` outputs, each a copy of its one."""
+    config = UNetConfig.from_dict({**network.config.to_dict(), "out_channels": out_channels})
+    wide = ResidualSymmetricUNet(config)
+    state = network.state_dict()
+    for key in ("output.weight", "output.bias"):
+        state[key] = state[key].repeat(out_channels, *([1] * (state[key].ndim - 1)))
+    wide.load_state_dict(state)
+    return wide
 
 
 class ProximityDetectorTask(CleftDetectorTask):
@@ -430,4 +483,6 @@ def task_for(settings: TrainSettings, *, proximity_model: str | Path | None = No
         return AvanTask(settings)
     if settings.target == "proximity":
         return ProximityDetectorTask(settings)
+    if settings.target == "cleftnet":
+        return CleftNetDetectorTask(settings)
     return CleftDetectorTask(settings)
