@@ -13,6 +13,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMALL_ARGS = {
     "evaluate_synthetic.py": ["--shape", "8,96,96"],
     "render_synth_slice.py": ["--out", "{tmp}/slice.png"],
+    "render_synth_v2.py": ["--out", "{tmp}/v2.png", "--seeds", "2"],
     "screenshots.py": ["--out", "{tmp}/shots", "--data", "synthetic"],
     "vnc_recipe.py": ["--steps", "1", "--out", "{tmp}/out"],
 }

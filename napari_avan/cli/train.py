@@ -84,6 +84,10 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--val-synthetic", type=n, default=0, help="N synthetic dyadic (validation)")
     p.add_argument("--val-synthetic-polyadic", type=n, default=0, help="N polyadic (validation)")
     p.add_argument("--synthetic-shape", type=_shape, default=(32, 256, 256), metavar="Z,Y,X")
+    p.add_argument("--synthetic-variant", choices=["v1", "v2"], default="v1",
+                   help="synthetic volumes: v1 the fixed generator (default), v2 options "
+                   "drawn per seed (voxel size, membranes, vesicles, annotation style, "
+                   "contrast...)")  # fmt: skip
     p.add_argument("--steps", type=_COUNT, help="step budget")
     p.add_argument("--minutes", type=_POSITIVE, help="time budget (the first budget to end stops)")
     p.add_argument("--init", help="model folder or bundled name to fine-tune from")
@@ -131,9 +135,13 @@ def training_data(args: argparse.Namespace) -> tuple[list[VolumeGroup], list[Vol
         val += held_out
     shape = args.synthetic_shape
     for polyadic, n in ((False, args.synthetic), (True, args.synthetic_polyadic)):
-        train += synthetic_groups(n, polyadic, SYNTH_TRAIN_SEED[polyadic], shape)
+        train += synthetic_groups(
+            n, polyadic, SYNTH_TRAIN_SEED[polyadic], shape, args.synthetic_variant
+        )
     for polyadic, n in ((False, args.val_synthetic), (True, args.val_synthetic_polyadic)):
-        val += synthetic_groups(n, polyadic, SYNTH_VAL_SEED[polyadic], shape)
+        val += synthetic_groups(
+            n, polyadic, SYNTH_VAL_SEED[polyadic], shape, args.synthetic_variant
+        )
     if not train:
         raise AvanInputError(
             "no training data: give --image/--segmentation/--clefts/--partners or --synthetic N"

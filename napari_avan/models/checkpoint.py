@@ -186,7 +186,8 @@ def rehash_model(path: str | Path) -> dict[str, str]:
     weights, meta_path = folder / WEIGHTS_FILE, folder / META_FILE
     metadata = _read_metadata(folder, weights, meta_path)
     hashes: dict[str, str] = {}
-    for key, file in (("weights_sha256", weights), ("proximity_sha256", folder / "proximity.pt")):
+    for key, name in _WEIGHTS_KEYS:
+        file = folder / name
         if key == "weights_sha256" or file.is_file():
             load_tensors(file, None, what="weights")
             hashes[key] = sha256_of(file)
@@ -194,6 +195,74 @@ def rehash_model(path: str | Path) -> dict[str, str]:
     with atomic_path(meta_path, overwrite=True) as tmp:
         tmp.write_text(text)
     return hashes
+
+
+#: The weights files of a model folder and the ``model.json`` keys of their hashes.
+_WEIGHTS_KEYS = (("weights_sha256", WEIGHTS_FILE), ("proximity_sha256", "proximity.pt"))
+
+
+def compact_model(src: str | Path, dst: str | Path) -> dict[str, Any]:
+    """Copy a model folder with its floating-point weights stored as float16 (half the
+    size on disk; they load back into float32 networks, so nothing else changes).
+
+    The copy's ``model.json`` records ``weights_dtype`` and the new hashes. The original
+    and the copy are run on the same fixed input and the largest difference of their
+    outputs (after the sigmoid) is returned with the sizes, so the caller can check that
+    the outputs match.
+
+    Raises:
+        AvanInputError: ``src`` is not a loadable model, ``dst`` exists.
+    """
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    original = load_model(src)  # verified: hash, plain tensors, architecture
+    folder = src if src.is_dir() else src.parent
+    meta_path = folder / META_FILE
+    metadata = _read_metadata(folder, folder / WEIGHTS_FILE, meta_path)
+    if dst.exists():
+        raise AvanInputError(f"{dst} exists: choose a new folder for the compact copy")
+    sizes = {"before": 0, "after": 0}
+    with atomic_path(dst, overwrite=False) as tmp:
+        shutil.copytree(folder, tmp)
+        for key, name in _WEIGHTS_KEYS:
+            if not (tmp / name).is_file():
+                continue
+            state = load_tensors(tmp / name, metadata.get(key), what="weights")
+            half = {
+                k: v.half() if torch.is_tensor(v) and v.is_floating_point() else v
+                for k, v in state.items()
+            }
+            sizes["before"] += (tmp / name).stat().st_size
+            _save_state(tmp / name, half)
+            sizes["after"] += (tmp / name).stat().st_size
+            metadata[key] = sha256_of(tmp / name)
+        metadata["weights_dtype"] = "float16"
+        (tmp / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    compact = load_model(dst)
+    return {**sizes, "max_output_difference": _output_difference(original, compact)}
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    write_buffered(path, lambda out: torch.save(state, out))
+
+
+def _output_difference(a: LoadedModel, b: LoadedModel) -> float:
+    """The largest difference of two networks' sigmoid outputs on one fixed random input."""
+    config = getattr(a.network, "config", None)
+    if isinstance(config, UNetConfig):
+        divisor = config.divisor
+        shape: tuple[int, ...] = (1, config.in_channels, 2 * divisor[0], 8 * divisor[1],
+                                  8 * divisor[2])  # fmt: skip
+    elif isinstance(config, PrunerConfig):  # a pruner pools its features: any patch will do
+        shape = (2, config.in_channels, 4, 32, 32)
+    else:
+        raise AvanInputError("not a napari-avan network: nothing to compare")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=generator)
+    with torch.no_grad():
+        ya, yb = a.network.eval()(x), b.network.eval()(x)
+    return float((torch.sigmoid(ya) - torch.sigmoid(yb)).abs().max())
 
 
 def _read_metadata(path: Path, weights: Path, meta_path: Path) -> dict[str, Any]:

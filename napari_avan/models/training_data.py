@@ -93,27 +93,45 @@ def read_groups(
     return groups
 
 
-def synthetic_group_name(seed: int, polyadic: bool) -> str:
-    """``synthetic-dyadic-seed1000``, ``synthetic-polyadic-seed1500``."""
-    return f"synthetic-{'polyadic' if polyadic else 'dyadic'}-seed{seed}"
+def synthetic_group_name(seed: int, polyadic: bool, variant: str = "v1") -> str:
+    """``synthetic-dyadic-seed1000``, ``synthetic-polyadic-seed1500``,
+    ``synthetic-v2-dyadic-seed1000``."""
+    kind = "polyadic" if polyadic else "dyadic"
+    return (
+        f"synthetic-{kind}-seed{seed}"
+        if variant == "v1"
+        else f"synthetic-{variant}-{kind}-seed{seed}"
+    )
 
 
 def synthetic_groups(
-    count: int, polyadic: bool, first_seed: int, shape: tuple[int, int, int] | None = None
+    count: int,
+    polyadic: bool,
+    first_seed: int,
+    shape: tuple[int, int, int] | None = None,
+    variant: str = "v1",
 ) -> list[VolumeGroup]:
     """``count`` synthetic volumes of seeds ``first_seed``, ``first_seed + 1``, ...
 
-    ``shape`` is (z, y, x) in voxels; None keeps the generator's default.
+    ``shape`` is (z, y, x) in voxels; None keeps the generator's default. ``variant``:
+    ``v1`` the fixed generator, ``v2`` options drawn per seed
+    (:mod:`napari_avan.core.synth_v2`).
     """
     from napari_avan.core.synth import synthesize
+    from napari_avan.core.synth_v2 import synthesize_v2
 
+    if variant not in ("v1", "v2"):
+        raise AvanInputError(f"synthetic variant {variant!r} is not v1 or v2")
     overrides: dict[str, Any] = {"polyadic": polyadic}
     if shape is not None:
         overrides["shape"] = shape
     groups = []
     for seed in range(first_seed, first_seed + count):
-        s = synthesize(seed=seed, **overrides)
-        name = synthetic_group_name(seed, polyadic)
+        if variant == "v2":
+            s = synthesize_v2(seed, shape or (32, 256, 256), polyadic=polyadic)
+        else:
+            s = synthesize(seed=seed, **overrides)
+        name = synthetic_group_name(seed, polyadic, variant)
         groups.append(
             VolumeGroup(name, s.image, s.segmentation, s.clefts, s.partners, s.voxel_size_nm)
         )

@@ -7,6 +7,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,3 +275,41 @@ def test_load_tensors_names_every_damaged_file(
         load_tensors(path, None, what="weights")
     with pytest.raises(AvanInputError, match="sha256"):
         load_tensors(path, "0" * 64, what="weights")
+
+
+@pytest.mark.parametrize("name", ["cleft-detector", "proximity-pruner"])
+def test_a_compact_copy_halves_the_weights_and_finds_the_same_clefts(
+    tmp_path: Path, name: str
+) -> None:
+    from napari_avan.cli import main
+    from napari_avan.core.metrics import cleft_metrics
+    from napari_avan.core.synth import synthesize
+    from napari_avan.models.checkpoint import BUNDLED_DIR, compact_model, resolve_model
+    from napari_avan.models.detect import detect
+
+    source = BUNDLED_DIR / name
+    done = compact_model(source, tmp_path / "half")
+    assert done["after"] < 0.55 * done["before"] and done["max_output_difference"] < 1e-2
+    meta = json.loads((tmp_path / "half" / META_FILE).read_text())
+    assert meta["weights_dtype"] == "float16"
+    weights = [p.name for p in (tmp_path / "half").glob("*.pt")]
+    assert sorted(weights) == sorted(p.name for p in source.glob("*.pt"))  # both files halved
+    task = "cleft-detector" if name == "cleft-detector" else "proximity-pruner"
+    half = resolve_model(tmp_path / "half", task)  # hashes verified on load
+    assert all(p.dtype == torch.float32 for p in half.network.parameters())
+    if name == "cleft-detector":  # the same clefts from the same volume
+        s = synthesize(seed=9021, shape=(16, 128, 128))
+        run = plan("cpu", allow_bf16=False)
+        full = detect(resolve_model(name, task), s.image, s.voxel_size_nm, run=run)
+        compact = detect(half, s.image, s.voxel_size_nm, run=run)
+        assert full.clefts.max() > 0
+        same = cleft_metrics(compact.clefts, full.clefts, iou_threshold=0.9)
+        assert same.fp == same.fn == 0  # every cleft found again, nearly voxel for voxel
+        differ = int(((compact.clefts > 0) != (full.clefts > 0)).sum())
+        assert differ < 0.01 * int((full.clefts > 0).sum())  # voxels at the threshold
+        change = np.abs(compact.prob - full.prob)
+        assert float(change.mean()) < 1e-3 and float(change.max()) < 0.1
+    with pytest.raises(AvanInputError, match="exists"):
+        compact_model(source, tmp_path / "half")
+    assert main(["model", "compact", str(source), "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / WEIGHTS_FILE).is_file()

@@ -1,0 +1,72 @@
+"""Synthetic EM v2: options drawn per seed within their ranges, reproducible, both styles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_avan.cli import main
+from napari_avan.core.synth import synthesize
+from napari_avan.core.synth_v2 import Tone, synthesize_v2, v2_config, v2_tone
+from napari_avan.io import read_sample
+from napari_avan.models.training_data import synthetic_groups
+from napari_avan.types import AvanInputError
+
+SHAPE = (8, 128, 128)
+
+
+def test_options_are_drawn_per_seed_within_their_ranges() -> None:
+    configs = [v2_config(seed, SHAPE) for seed in range(40)]
+    styles = {style for _, style in configs}
+    assert styles == {"sheet", "blob"}
+    for config, style in configs:
+        z, y, x = config.voxel_size_nm
+        assert 30 <= z <= 60 and 3 <= y <= 10 and y == x
+        assert 20 <= config.membrane_thickness_nm <= 45
+        assert 30 <= config.vesicle_diameter_nm <= 50
+        thick = config.cleft_thickness_nm
+        assert (20 <= thick <= 35) if style == "sheet" else (80 <= thick <= 130)
+    inplane = [c.voxel_size_nm[1] for c, _ in configs]
+    assert max(inplane) - min(inplane) > 4, "the voxel size varies from seed to seed"
+    assert v2_config(7, SHAPE) == v2_config(7, SHAPE) and v2_tone(7) == v2_tone(7)
+    with pytest.raises(AvanInputError, match="non-negative integer"):
+        v2_config(-1, SHAPE)
+
+
+def test_a_v2_volume_is_the_generators_volume_with_its_tone() -> None:
+    seed = 3
+    sample = synthesize_v2(seed, SHAPE)
+    config, style = v2_config(seed, SHAPE)
+    plain = synthesize(config, seed=seed)
+    np.testing.assert_array_equal(sample.clefts, plain.clefts)  # labels untouched
+    np.testing.assert_array_equal(sample.image, v2_tone(seed).apply(plain.image))
+    assert sample.voxel_size_nm == config.voxel_size_nm
+    assert sample.attrs["variant"] == "v2" and sample.attrs["style"] == style
+    assert sample.clefts.max() > 0 and not sample.partners.empty
+    again = synthesize_v2(seed, SHAPE)
+    np.testing.assert_array_equal(again.image, sample.image)
+
+
+def test_the_tone_maps_grey_levels_monotonically_within_uint8() -> None:
+    ramp = np.arange(256, dtype=np.uint8)
+    for tone in (Tone(1.3, 0.08, 0.7), Tone(0.7, -0.08, 1.4)):
+        out = tone.apply(ramp)
+        assert out.dtype == np.uint8 and np.all(np.diff(out.astype(int)) >= 0)
+    np.testing.assert_array_equal(Tone(1.0, 0.0, 1.0).apply(ramp), ramp)
+
+
+def test_training_groups_and_the_command_line_take_the_variant(tmp_path: Path) -> None:
+    (group,) = synthetic_groups(1, True, 5, SHAPE, "v2")
+    assert group.name == "synthetic-v2-polyadic-seed5"
+    assert group.voxel_size_nm == synthesize_v2(5, SHAPE, polyadic=True).voxel_size_nm
+    with pytest.raises(AvanInputError, match="not v1 or v2"):
+        synthetic_groups(1, False, 5, SHAPE, "v3")
+    out = tmp_path / "v2.zarr"
+    assert main(["synth", "--out", str(out), "--shape", "8,128,128", "--seed", "4",
+                 "--variant", "v2"]) == 0  # fmt: skip
+    written = read_sample(out)
+    np.testing.assert_array_equal(written.image, synthesize_v2(4, SHAPE).image)
+    assert main(["synth", "--out", str(tmp_path / "x.zarr"), "--variant", "v2",
+                 "--voxel-size", "40,4,4"]) == 2  # fmt: skip
