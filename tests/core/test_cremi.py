@@ -12,6 +12,7 @@ from itertools import product
 import numpy as np
 import pandas as pd
 import pytest
+from label_rows import spans
 
 from napari_avan.core import cremi
 from napari_avan.types import AvanInputError
@@ -25,14 +26,6 @@ def volume(shape: tuple[int, int, int], *voxels: tuple[int, int, int]) -> np.nda
     for v in voxels:
         out[v] = 1
     return out
-
-
-def spans(n: int, **id_to_range: tuple[int, int]) -> np.ndarray:
-    """A (1, 1, n) volume with label int(k[1:]) on x in [start, stop) for each k='l<id>'."""
-    out = np.zeros(n, np.uint32)
-    for key, (start, stop) in id_to_range.items():
-        out[start:stop] = int(key[1:])
-    return out.reshape(1, 1, n)
 
 
 def partners(*rows: tuple[int, int, int]) -> pd.DataFrame:

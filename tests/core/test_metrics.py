@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from label_rows import spans
 
 from napari_avan.core import metrics
 from napari_avan.types import AvanInputError
@@ -17,14 +18,6 @@ from napari_avan.types import AvanInputError
 
 def row(*labels: int) -> np.ndarray:
     return np.asarray(labels, dtype=np.uint32).reshape(1, 1, -1)
-
-
-def spans(n: int, **id_to_range: tuple[int, int]) -> np.ndarray:
-    """A (1, 1, n) volume with label int(k[1:]) on [start, stop) for each k='l<id>'."""
-    out = np.zeros(n, np.uint32)
-    for key, (start, stop) in id_to_range.items():
-        out[start:stop] = int(key[1:])
-    return out.reshape(1, 1, n)
 
 
 def partners(*rows: tuple[int, int, int]) -> pd.DataFrame:
