@@ -307,7 +307,7 @@ def plot(result: dict[str, Any], region: Region, pred: np.ndarray, path: Path) -
     )
     fig.text(0.99, 0.01, CITATION, ha="right", va="bottom", fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
 
 
