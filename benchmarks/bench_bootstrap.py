@@ -84,6 +84,30 @@ class Truth:
             if b[1] >= lo and e[1] <= hi
         ]
 
+    def part_from(self, lo: int) -> Part:
+        """The volumes from y = lo on, scoring the clefts lying wholly there: the clefts
+        crossing y = lo are taken out of the labels and marked as of unknown truth."""
+        ids = self.ids_in(lo, self.clefts.shape[1])
+        window = (slice(None), slice(lo, None), slice(None))
+        clefts = self.clefts[window]
+        crossing = (clefts > 0) & ~np.isin(clefts, ids)
+        partners = self.partners[self.partners["cleft_id"].isin(ids)].reset_index(drop=True)
+        return Part(self.image[window], self.segmentation[window],
+                    np.where(crossing, 0, clefts).astype(clefts.dtype), crossing, partners,
+                    ids)  # fmt: skip
+
+
+@dataclass
+class Part:
+    """A part of a :class:`Truth` (see :meth:`Truth.part_from`)."""
+
+    image: np.ndarray
+    segmentation: np.ndarray
+    clefts: np.ndarray  # the clefts lying wholly in the part
+    crossing: np.ndarray  # voxels of the clefts crossing into the part (unknown truth)
+    partners: pd.DataFrame  # rows of the clefts lying wholly in the part
+    ids: list[int]
+
 
 def vnc_truth() -> Truth:
     from napari_avan.io import read_partners
@@ -228,18 +252,13 @@ def review(
 
 def validation_figures(session: Session, truth: Truth, run: Any) -> dict[str, Any]:
     """The session's current models on the never-reviewed region y >= split."""
-    lo = truth.split
-    ids = truth.ids_in(lo, truth.clefts.shape[1])
-    part = (slice(None), slice(lo, None), slice(None))
-    clefts = truth.clefts[part]
-    cut = (clefts > 0) & ~np.isin(clefts, ids)
+    part = truth.part_from(truth.split)
     models = session.meta.get("models") or {}
-    partners = truth.partners[truth.partners["cleft_id"].isin(ids)].reset_index(drop=True)
     return score_box(
         resolve_model(models.get("detector") or "cleft-detector", "cleft-detector"),
         resolve_model(models.get("avan") or "avan", "avan"),
-        truth.image[part], truth.segmentation[part], np.where(cut, 0, clefts), partners,
-        truth.voxel, unknown=cut, run=run,
+        part.image, part.segmentation, part.clefts, part.partners, truth.voxel,
+        unknown=part.crossing, run=run,
     )  # fmt: skip
 
 

@@ -92,24 +92,18 @@ class Region:
 
 def region_of(truth: Truth, name: str) -> Region:
     """The whole crop (``all``) or the part y >= split (``val``) with its scored clefts."""
-    height = truth.clefts.shape[1]
     lo = 0 if name == "all" else truth.split
-    ids = truth.ids_in(lo, height)
-    part = (slice(None), slice(lo, None), slice(None))
-    clefts = truth.clefts[part]
-    crossing = (clefts > 0) & ~np.isin(clefts, ids)
-    ignored_ids = sorted(int(i) for i in np.unique(clefts[crossing]))
-    partners = truth.partners[truth.partners["cleft_id"].isin(ids)].reset_index(drop=True)
+    part = truth.part_from(lo)
+    ignored_ids = sorted(int(i) for i in np.unique(truth.clefts[:, lo:][part.crossing]))
     describe = (
         f"the whole crop {tuple(truth.clefts.shape)}"
         if name == "all"
-        else f"y >= {lo} {tuple(clefts.shape)}, clefts lying wholly there; "
+        else f"y >= {lo} {tuple(part.clefts.shape)}, clefts lying wholly there; "
         f"{len(ignored_ids)} crossing y = {lo} ignored"
     )
     return Region(
-        name, describe, lo, truth.image[part], truth.segmentation[part],
-        np.where(crossing, 0, clefts).astype(clefts.dtype),
-        crossing if ignored_ids else None, partners, ids, ignored_ids,
+        name, describe, lo, part.image, part.segmentation, part.clefts,
+        part.crossing if ignored_ids else None, part.partners, part.ids, ignored_ids,
     )  # fmt: skip
 
 
