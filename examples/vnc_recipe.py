@@ -151,9 +151,15 @@ class Trained:
 
 
 def train(
-    kind: str, args: argparse.Namespace, npz: Path, partners: Path, init: Path | None
+    kind: str,
+    args: argparse.Namespace,
+    npz: Path,
+    partners: Path,
+    init: Path | None,
+    extra: tuple[str, ...] = (),
 ) -> Trained:
-    """Train one model with the project's CLI into ``OUT/<task>``, from ``init`` if given."""
+    """Train one model with the project's CLI into ``OUT/<task>``, from ``init`` if given;
+    ``extra``: more ``train`` options (e.g. ``--target cleftnet``)."""
     folder = args.out / TASKS[kind]
     command = [
         sys.executable, "-m", "napari_avan.cli", "train", kind,
@@ -175,6 +181,7 @@ def train(
         command.append("--polyadic")  # VNC synapses are polyadic: rank models by edge F1
     if init is not None:
         command += ["--init", str(init)]
+    command += list(extra)
     if folder.exists():
         if (folder / "train_state.pt").is_file():
             print(f"resuming the interrupted run in {folder}")

@@ -25,6 +25,7 @@ from napari_avan.cli._common import (
 from napari_avan.models.training_data import (
     SYNTH_TRAIN_SEED,
     SYNTH_VAL_SEED,
+    SYNTHETIC_VARIANTS,
     VolumeGroup,
     read_groups,
     split_groups,
@@ -84,10 +85,10 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--val-synthetic", type=n, default=0, help="N synthetic dyadic (validation)")
     p.add_argument("--val-synthetic-polyadic", type=n, default=0, help="N polyadic (validation)")
     p.add_argument("--synthetic-shape", type=_shape, default=(32, 256, 256), metavar="Z,Y,X")
-    p.add_argument("--synthetic-variant", choices=["v1", "v2"], default="v1",
+    p.add_argument("--synthetic-variant", choices=list(SYNTHETIC_VARIANTS), default="v1",
                    help="synthetic volumes: v1 the fixed generator (default), v2 options "
                    "drawn per seed (voxel size, membranes, vesicles, annotation style, "
-                   "contrast...)")  # fmt: skip
+                   "contrast...), v1+v2 each count of both")  # fmt: skip
     p.add_argument("--steps", type=_COUNT, help="step budget")
     p.add_argument("--minutes", type=_POSITIVE, help="time budget (the first budget to end stops)")
     p.add_argument("--init", help="model folder or bundled name to fine-tune from")
@@ -98,6 +99,10 @@ def add_parser(sub: Subparsers) -> None:
                    "the data's; detector: in-plane coarsened to about 8 nm)")  # fmt: skip
     p.add_argument("--patch", type=_shape, metavar="Z,Y,X", help="training patch")
     p.add_argument("--widths", type=_widths, help="U-Net widths, e.g. 16,32,64,128")
+    p.add_argument("--feature-augmentor", type=_NON_NEGATIVE_INT, default=0, metavar="N",
+                   help="clefts (any --target): a CleftNet-style feature augmentor of N "
+                   "learned queries at the U-Net's bottleneck (default 0: none; with --init "
+                   "from a model without one, it starts with zero output)")  # fmt: skip
     p.add_argument("--batch-size", type=_COUNT, default=1, help="patches per step (default 1)")
     p.add_argument("--lr", type=_POSITIVE, default=1e-3, help="learning rate (default 0.001)")
     p.add_argument("--val-every", type=_COUNT, default=100, help="validate every N steps")
@@ -192,6 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         voxel_size_nm=working,
         polyadic=args.polyadic,
         target=args.target,
+        feature_augmentor=args.feature_augmentor,
     )
 
     def prepared(groups: list[VolumeGroup]) -> list[TrainingVolume]:

@@ -4,7 +4,9 @@ A synapse is built from discs: a presynaptic axon that swells into a bouton arou
 ``z0``, and one (dyadic) or several (polyadic) small postsynaptic tubes placed tangent to the
 bouton. Other tubes are shrunk where they would overlap those discs, so the cell diagram keeps
 the contacts. The cleft is the band of width ``cleft_thickness_nm`` centred on the pre/post
-membrane, taken on both sides alike, so its voxels alone do not say which side is presynaptic.
+membrane, taken on both sides alike by default, so its voxels alone do not say which side is
+presynaptic; a ``pre_share`` above one half puts more of the band on the presynaptic side (as
+annotators do who paint over the T-bar).
 """
 
 from __future__ import annotations
@@ -255,12 +257,13 @@ def contact_band(
     d12: np.ndarray,
     pre: int,
     posts: list[int] | np.ndarray,
-    half_nm: float,
+    half_nm: float | tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pre-side and post-side voxels within ``half_nm`` of a pre/post membrane."""
-    near = d12 <= half_nm
-    pre_side = near & (k1 == pre) & np.isin(k2, posts)
-    post_side = near & np.isin(k1, posts) & (k2 == pre)
+    """Pre-side and post-side voxels within ``half_nm`` of a pre/post membrane (one reach
+    for both sides, or (pre side, post side))."""
+    pre_nm, post_nm = half_nm if isinstance(half_nm, tuple) else (half_nm, half_nm)
+    pre_side = (d12 <= pre_nm) & (k1 == pre) & np.isin(k2, posts)
+    post_side = (d12 <= post_nm) & np.isin(k1, posts) & (k2 == pre)
     return pre_side, post_side
 
 
@@ -271,10 +274,11 @@ def cleft_voxels(
     wx: np.ndarray,
     pocket: np.ndarray,
     voxel_nm: tuple[float, float, float],
-    half_nm: float,
+    half_nm: float | tuple[float, float],
     margin_nm: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate cleft voxels of a plan: coordinates (3, n) and their k1, k2 tubes."""
+    """Candidate cleft voxels of a plan: coordinates (3, n) and their k1, k2 tubes;
+    ``half_nm`` is the band's reach from the membrane (both sides, or (pre, post))."""
     z_nm = np.arange(wy.shape[0]) * voxel_nm[0]
     coords: list[np.ndarray] = []
     t1: list[np.ndarray] = []

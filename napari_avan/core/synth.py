@@ -73,6 +73,9 @@ class SynthConfig:
         neurite_tilt: spread of neurite slopes against z (tan of the angle).
         membrane_thickness_nm: thickness of the dark membranes.
         cleft_thickness_nm: width of the cleft band across the membrane (half on each side).
+        cleft_pre_share: share of the cleft band's width on the presynaptic side (0.5: centred;
+            the VNC masks put a median 0.57 in one segment, the T-bar's side by the data's
+            reading).
         cleft_radius_nm: typical in-plane half length of a cleft.
         cleft_z_radius_nm: typical half extent of a cleft in z.
         bouton_radius_nm: typical radius of a presynaptic bouton.
@@ -81,6 +84,9 @@ class SynthConfig:
         vesicle_cloud_radius_nm: reach of the vesicle cloud from the cleft.
         t_bar: draw a T-bar density on the presynaptic side.
         psd_strength: darkness of the postsynaptic density (vesicle rings are about 0.55).
+        cleft_density: darkness of an electron-dense mass filling the annotated cleft
+            region, soft-edged (0: none). Blob annotations, as the VNC annotators drew them,
+            outline such a mass: T-bar and PSD seen together at section thickness.
         n_mitochondria: None: about 4 per um^3.
         n_vesicle_clouds: clouds without a cleft; None: about one per 0.4 um^3.
         n_dense_contacts: vesicle-free dense contacts; None: about one per 0.3 um^3.
@@ -103,6 +109,7 @@ class SynthConfig:
     neurite_tilt: float = 0.3
     membrane_thickness_nm: float = 30.0
     cleft_thickness_nm: float = 30.0
+    cleft_pre_share: float = 0.5
     cleft_radius_nm: float = 170.0
     cleft_z_radius_nm: float = 70.0
     bouton_radius_nm: float = 210.0
@@ -111,6 +118,7 @@ class SynthConfig:
     vesicle_cloud_radius_nm: float = 250.0
     t_bar: bool = True
     psd_strength: float = 0.2
+    cleft_density: float = 0.0
     n_mitochondria: int | None = None
     n_vesicle_clouds: int | None = None
     n_dense_contacts: int | None = None
@@ -178,7 +186,13 @@ class SynthConfig:
             "blur_sigma_nm",
             "drift",
         )
-        fractions = ("vesicle_density", "missing_section_prob", "defect_prob")
+        fractions = (
+            "vesicle_density",
+            "missing_section_prob",
+            "defect_prob",
+            "cleft_density",
+            "cleft_pre_share",
+        )
         for name in positive + non_negative + fractions:
             value = getattr(self, name)
             if isinstance(value, (bool, np.bool_)) or not isinstance(
@@ -195,6 +209,11 @@ class SynthConfig:
             if name in fractions and not 0.0 <= value <= 1.0:
                 raise AvanInputError(f"SynthConfig {name} {value!r} must be between 0 and 1")
             setattr(self, name, value)
+        if not 0.2 <= self.cleft_pre_share <= 0.8:
+            raise AvanInputError(
+                f"SynthConfig cleft_pre_share {self.cleft_pre_share} must be between 0.2 and 0.8 "
+                "(0.5: the band centred on the membrane)"
+            )
         if self.membrane_thickness_nm >= self.cell_radius_nm:
             raise AvanInputError(
                 f"SynthConfig membrane_thickness_nm {self.membrane_thickness_nm} must be smaller "

@@ -9,7 +9,9 @@ grey-level transform (:func:`v2_tone`) from fixed ranges:
   their packing, T-bar present (4 in 5), PSD darkness;
 - annotation style: thin cleft sheets (CREMI-style: 20 to 35 nm across the membrane, 240
   to 440 nm along it) or blob masks around the release site (as the VNC annotators drew
-  them: 80 to 130 nm across, 120 to 220 nm along);
+  them: 80 to 160 nm across, 120 to 300 nm along, and filled by an electron-dense mass of
+  darkness 0.45 to 0.8, the T-bar and PSD seen together at section thickness; 50 to 70 % of
+  the blob lies on the presynaptic side, the T-bar's);
 - pixel noise, blur, brightness drift and staining gradients, missing sections and folds;
 - after the generator's tone-mapping onto real ssTEM grey levels, a random contrast and
   gamma.
@@ -30,8 +32,10 @@ from napari_avan.types import AvanInputError, Sample
 
 #: Annotation styles: half of the volumes each.
 STYLES = ("sheet", "blob")
-#: Random-stream salt, so v2 draws do not repeat the generator's own stream of a seed.
+#: Random-stream salts, so v2 draws do not repeat the generator's own stream of a seed, and
+#: the tone's draws are independent of the config's.
 _SALT = 0x5EED_0002
+_TONE_SALT = 0x5EED_0003
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,10 @@ class Tone:
         return np.round(v * 255.0).astype(np.uint8)
 
 
-def _rng(seed: int) -> np.random.Generator:
+def _rng(seed: int, salt: int = _SALT) -> np.random.Generator:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise AvanInputError(f"seed {seed!r} must be a non-negative integer")
-    return np.random.default_rng([int(seed), _SALT])
+    return np.random.default_rng([int(seed), salt])
 
 
 def v2_config(
@@ -65,12 +69,12 @@ def v2_config(
     section = float(u(30.0, 60.0))
     style = STYLES[int(rng.integers(len(STYLES)))]
     membrane = float(u(20.0, 45.0))
-    # blobs: short and thick (VNC masks: a median 600 px per section at 4.6 nm, about
-    # 140 x 90 nm); sheets: long and thin (CREMI)
+    # blobs: short and thick (VNC masks, DESIGN section 9: a median 600 px per section at
+    # 4.6 nm, about 140 x 90 nm, up to 6400 voxels); sheets: long and thin (CREMI)
     if style == "sheet":
         cleft, cleft_radius = float(u(20.0, 35.0)), float(u(120.0, 220.0))
     else:
-        cleft, cleft_radius = float(u(80.0, 130.0)), float(u(60.0, 110.0))
+        cleft, cleft_radius = float(u(80.0, 160.0)), float(u(60.0, 150.0))
     bouton = float(u(170.0, 260.0))
     config = SynthConfig(
         shape=shape,
@@ -94,14 +98,15 @@ def v2_config(
         drift=float(u(0.0, 0.15)),
         missing_section_prob=float(u(0.0, 0.05)),
         defect_prob=float(u(0.0, 0.05)),
+        cleft_density=float(u(0.45, 0.8)) if style == "blob" else 0.0,
+        cleft_pre_share=float(u(0.5, 0.7)) if style == "blob" else 0.5,
     )
     return config, style
 
 
 def v2_tone(seed: int) -> Tone:
     """The grey-level transform of v2 volume ``seed`` (after the generator's own)."""
-    rng = _rng(seed)
-    rng.random(64)  # past the config's draws: the tone is its own stream position
+    rng = _rng(seed, _TONE_SALT)
     return Tone(
         contrast=float(rng.uniform(0.7, 1.3)),
         shift=float(rng.uniform(-0.08, 0.08)),

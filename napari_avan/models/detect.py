@@ -139,7 +139,10 @@ def iter_detect(
             result = step.result
             total = step.total
     assert result is not None
-    prob = resample(result[0], tuple(image.shape), order=1).astype(np.float32)
+    # a signed proximity detector (Parag et al.) marks the presynaptic side positive and the
+    # postsynaptic side negative: its cleft is where either side is strong
+    channel = np.abs(result[0]) if proximity else result[0]
+    prob = resample(channel, tuple(image.shape), order=1).astype(np.float32)
     clefts = clefts_from_probability(
         prob,
         threshold=threshold,

@@ -1,5 +1,6 @@
-"""The networks: the Residual Symmetric U-Net, its cleft-detector and AVAN
-configurations, and the pruner network of the baselines.
+"""The networks: the Residual Symmetric U-Net (optionally with a feature augmentor at its
+bottleneck), its cleft-detector and AVAN configurations, and the pruner network of the
+baselines.
 
 All tensors are (batch, channel, z, y, x). Convolutions are padded so that a network's
 output has its input's spatial shape, as long as y and x divide by ``2 ** (levels - 1)``.
@@ -38,6 +39,8 @@ class UNetConfig:
         io_kernel: kernel of the anisotropic input and output convolutions.
         act: ``"relu"`` or ``"elu"``. ReLU is several times cheaper than ELU on the CPU
             under bf16; model metadata written without this key meant ELU.
+        augmentor: learned queries of a :class:`FeatureAugmentor` at the coarsest level
+            (0: none, the default; metadata written without this key meant none).
     """
 
     in_channels: int = 1
@@ -47,6 +50,7 @@ class UNetConfig:
     groups: int = 8
     io_kernel: tuple[int, int, int] = (1, 5, 5)
     act: str = "relu"
+    augmentor: int = 0
 
     def __post_init__(self) -> None:
         if self.in_channels < 1 or self.out_channels < 1:
@@ -61,6 +65,12 @@ class UNetConfig:
             raise AvanInputError(f"GroupNorm groups {self.groups} must divide every width")
         if len(self.io_kernel) != 3 or any(k % 2 == 0 for k in self.io_kernel):
             raise AvanInputError(f"io_kernel {self.io_kernel!r} must be three odd sizes")
+        queries = self.augmentor
+        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 0:
+            raise AvanInputError(
+                f"augmentor (the feature augmentor's learned queries) must be a whole number "
+                f">= 0 (0: none), got {queries!r}"
+            )
 
     @property
     def levels(self) -> int:
@@ -86,6 +96,7 @@ class UNetConfig:
             raise AvanInputError(f"unknown network option(s) {unknown} in the model metadata")
         values = dict(data)
         values.setdefault("act", "elu")  # metadata from before the option existed
+        values.setdefault("augmentor", 0)  # likewise: no feature augmentor
         if "widths" in values:
             values["widths"] = tuple(int(w) for w in values["widths"])
         if "io_kernel" in values:
@@ -145,8 +156,70 @@ class ResizeConv(nn.Module):
         return self.conv(x)
 
 
+class FeatureAugmentor(nn.Module):
+    """A global attention block with learned queries, after CleftNet's feature augmentor.
+
+    Liu & Ji 2021 ("CleftNet: Augmented Deep Learning for Synaptic Cleft Detection from
+    Brain EM", IEEE TMI) describe a feature augmentor that "can fuse global information from
+    inputs and learn common morphological patterns in clefts" and "can generate outputs
+    with varying dimensions". This block is OUR reading of that description, written from
+    it, not a reproduction of the paper's code:
+
+    - the common patterns are ``queries`` learned vectors Q (``queries`` x C);
+    - the global information: every position's features give a key and a value (1x1x1
+      convolutions, K and V, N positions), and each pattern gathers a summary of the whole
+      input, S = softmax over positions (Q K^T / sqrt(C)) V, (batch, queries, C);
+    - each position then reads the summaries: its own projected feature (a third 1x1x1
+      convolution) attends over the patterns Q (softmax over the queries), and takes the
+      weighted sum of their summaries S, (batch, C, z, y, x);
+    - a 1x1x1 output convolution, zero at initialisation, adds this to the input:
+      ``out = x + proj(read)``. A fresh block therefore leaves its input unchanged, so a
+      network fine-tuned from one without the block starts from what it computed.
+
+    The output has the input's shape whatever the spatial size (the queries do not depend
+    on it). Cost and memory grow linearly with the positions (N x queries, no N x N map).
+    The attention weights are computed in float32, also under bf16 autocast.
+    """
+
+    def __init__(self, channels: int, queries: int) -> None:
+        super().__init__()
+        if channels < 1 or queries < 1:
+            raise AvanInputError(
+                f"a feature augmentor needs channels and queries >= 1, got {channels}, {queries}"
+            )
+        self.key = nn.Conv3d(channels, channels, 1)
+        self.value = nn.Conv3d(channels, channels, 1)
+        self.read = nn.Conv3d(channels, channels, 1)
+        self.queries = nn.Parameter(torch.randn(queries, channels) / channels**0.5)
+        self.proj = nn.Conv3d(channels, channels, 1)
+        for parameter in self.proj.parameters():  # zero output: the input passes unchanged
+            nn.init.zeros_(parameter)
+        self.scale = channels**-0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, *spatial = x.shape
+        keys = self.key(x).flatten(2)  # (B, C, N)
+        values = self.value(x).flatten(2)  # (B, C, N)
+        own = self.read(x).flatten(2)  # (B, C, N)
+        patterns = self.queries.to(keys.dtype)  # (Q, C)
+        # each pattern gathers the whole input: softmax over the N positions
+        gather = torch.einsum("qc,bcn->bqn", patterns, keys).float() * self.scale
+        gather = torch.softmax(gather, dim=-1).to(values.dtype)
+        summary = torch.einsum("bqn,bcn->bqc", gather, values)  # (B, Q, C)
+        # each position reads the summaries of the patterns it resembles: softmax over Q
+        reading = torch.einsum("qc,bcn->bqn", patterns, own).float() * self.scale
+        reading = torch.softmax(reading, dim=1).to(summary.dtype)
+        read = torch.einsum("bqn,bqc->bcn", reading, summary).reshape(batch, channels, *spatial)
+        if x.is_contiguous(memory_format=torch.channels_last_3d):
+            read = read.contiguous(memory_format=torch.channels_last_3d)
+        return x + self.proj(read)
+
+
 class ResidualSymmetricUNet(nn.Module):
-    """Residual Symmetric U-Net; returns logits."""
+    """Residual Symmetric U-Net; returns logits. With ``config.augmentor`` > 0, a
+    :class:`FeatureAugmentor` refines the features of the coarsest level (the bottleneck)."""
+
+    augmentor: FeatureAugmentor | None
 
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
@@ -172,6 +245,11 @@ class ResidualSymmetricUNet(nn.Module):
         self.output = nn.Conv3d(
             widths[0], config.out_channels, config.io_kernel, padding=_same_pad(config.io_kernel)
         )
+        # made last, so that the other layers of a seeded network draw the same weights
+        # with or without it
+        self.augmentor = (
+            FeatureAugmentor(widths[-1], config.augmentor) if config.augmentor else None
+        )
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise AvanInputError when ``x`` cannot pass through the network unchanged in size."""
@@ -196,6 +274,8 @@ class ResidualSymmetricUNet(nn.Module):
                 x = self.pool(x)
             x = block(x)
             skips.append(x)
+        if self.augmentor is not None:  # the bottleneck: the coarsest level's features
+            x = self.augmentor(x)
         for level in reversed(range(len(self.up))):
             x = self.up[level](x) + skips[level]
             x = self.up_blocks[level](x)
@@ -225,12 +305,16 @@ def fold_batchnorm(network: nn.Module) -> nn.Module:
 
 
 def cleft_detector_config(
-    target: str = "mask", widths: tuple[int, ...] = (16, 32, 64, 128), norm: str = "batch"
+    target: str = "mask",
+    widths: tuple[int, ...] = (16, 32, 64, 128),
+    norm: str = "batch",
+    augmentor: int = 0,
 ) -> UNetConfig:
-    """The cleft detector: one input channel; outputs per ``target`` (``DETECTOR_TARGETS``)."""
+    """The cleft detector: one input channel; outputs per ``target`` (``DETECTOR_TARGETS``);
+    ``augmentor`` learned queries of a :class:`FeatureAugmentor` at the bottleneck (0: none)."""
     if target not in DETECTOR_TARGETS:
         raise AvanInputError(f"detector target {target!r} is not one of {sorted(DETECTOR_TARGETS)}")
-    return UNetConfig(1, DETECTOR_TARGETS[target], widths, norm)
+    return UNetConfig(1, DETECTOR_TARGETS[target], widths, norm, augmentor=augmentor)
 
 
 def avan_config(widths: tuple[int, ...] = (16, 32, 64), norm: str = "batch") -> UNetConfig:

@@ -93,6 +93,10 @@ def read_groups(
     return groups
 
 
+#: Synthetic training data: the fixed generator, v2 (options drawn per seed), or both.
+SYNTHETIC_VARIANTS = ("v1", "v2", "v1+v2")
+
+
 def synthetic_group_name(seed: int, polyadic: bool, variant: str = "v1") -> str:
     """``synthetic-dyadic-seed1000``, ``synthetic-polyadic-seed1500``,
     ``synthetic-v2-dyadic-seed1000``."""
@@ -115,13 +119,20 @@ def synthetic_groups(
 
     ``shape`` is (z, y, x) in voxels; None keeps the generator's default. ``variant``:
     ``v1`` the fixed generator, ``v2`` options drawn per seed
-    (:mod:`napari_avan.core.synth_v2`).
+    (:mod:`napari_avan.core.synth_v2`), ``v1+v2`` ``count`` volumes of each (v1 first).
     """
     from napari_avan.core.synth import synthesize
     from napari_avan.core.synth_v2 import synthesize_v2
 
-    if variant not in ("v1", "v2"):
-        raise AvanInputError(f"synthetic variant {variant!r} is not v1 or v2")
+    if variant not in SYNTHETIC_VARIANTS:
+        raise AvanInputError(
+            f"synthetic variant {variant!r} is not one of {', '.join(SYNTHETIC_VARIANTS)}"
+        )
+    if variant == "v1+v2":
+        return [
+            *synthetic_groups(count, polyadic, first_seed, shape, "v1"),
+            *synthetic_groups(count, polyadic, first_seed, shape, "v2"),
+        ]
     overrides: dict[str, Any] = {"polyadic": polyadic}
     if shape is not None:
         overrides["shape"] = shape

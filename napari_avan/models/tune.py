@@ -36,15 +36,18 @@ PARTNER_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.2, 0.91, 0.05)
 
 
 def detector_probability(model: LoadedModel, image: np.ndarray, run: RunPlan) -> np.ndarray:
-    """The detector's cleft probability of an image already at its working voxel size."""
+    """The detector's cleft probability of an image already at its working voxel size (a
+    signed proximity detector's: the magnitude of its map, as detection reads it)."""
     config = model.network.config
     if not isinstance(config, UNetConfig):
         raise AvanInputError("this model is not a cleft detector")
     patch, overlap = detector_windows(model.metadata, image.shape, config.divisor)
-    return predict(
+    proximity = model.metadata.get("target") == "proximity"
+    out = predict(
         model.network, image, patch=patch, overlap=overlap, out_channels=config.out_channels,
-        run=run,
+        run=run, activation="tanh" if proximity else "sigmoid",
     )[0]  # fmt: skip
+    return np.abs(out) if proximity else out
 
 
 def _polyadic_first(volumes: Sequence[Any]) -> list[Any]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_avan.cli import main
 from napari_avan.core.synth import synthesize
@@ -27,7 +28,9 @@ def test_options_are_drawn_per_seed_within_their_ranges() -> None:
         assert 20 <= config.membrane_thickness_nm <= 45
         assert 30 <= config.vesicle_diameter_nm <= 50
         thick = config.cleft_thickness_nm
-        assert (20 <= thick <= 35) if style == "sheet" else (80 <= thick <= 130)
+        assert (20 <= thick <= 35) if style == "sheet" else (80 <= thick <= 160)
+        dense = config.cleft_density
+        assert dense == 0.0 if style == "sheet" else 0.45 <= dense <= 0.8
     inplane = [c.voxel_size_nm[1] for c, _ in configs]
     assert max(inplane) - min(inplane) > 4, "the voxel size varies from seed to seed"
     assert v2_config(7, SHAPE) == v2_config(7, SHAPE) and v2_tone(7) == v2_tone(7)
@@ -61,8 +64,13 @@ def test_training_groups_and_the_command_line_take_the_variant(tmp_path: Path) -
     (group,) = synthetic_groups(1, True, 5, SHAPE, "v2")
     assert group.name == "synthetic-v2-polyadic-seed5"
     assert group.voxel_size_nm == synthesize_v2(5, SHAPE, polyadic=True).voxel_size_nm
-    with pytest.raises(AvanInputError, match="not v1 or v2"):
+    with pytest.raises(AvanInputError, match="not one of v1, v2, v1\\+v2"):
         synthetic_groups(1, False, 5, SHAPE, "v3")
+    both = synthetic_groups(2, False, 5, SHAPE, "v1+v2")
+    assert [g.name for g in both] == [
+        "synthetic-dyadic-seed5", "synthetic-dyadic-seed6",
+        "synthetic-v2-dyadic-seed5", "synthetic-v2-dyadic-seed6",
+    ]  # fmt: skip
     out = tmp_path / "v2.zarr"
     assert main(["synth", "--out", str(out), "--shape", "8,128,128", "--seed", "4",
                  "--variant", "v2"]) == 0  # fmt: skip
@@ -70,3 +78,41 @@ def test_training_groups_and_the_command_line_take_the_variant(tmp_path: Path) -
     np.testing.assert_array_equal(written.image, synthesize_v2(4, SHAPE).image)
     assert main(["synth", "--out", str(tmp_path / "x.zarr"), "--variant", "v2",
                  "--voxel-size", "40,4,4"]) == 2  # fmt: skip
+
+
+def test_a_cleft_density_darkens_the_annotated_clefts_and_nothing_else() -> None:
+    plain = synthesize(shape=SHAPE, voxel_size_nm=(40.0, 5.0, 5.0), cleft_thickness_nm=100.0,
+                       noise_sd=0.0, match_histogram=False, seed=11)  # fmt: skip
+    dense = synthesize(shape=SHAPE, voxel_size_nm=(40.0, 5.0, 5.0), cleft_thickness_nm=100.0,
+                       noise_sd=0.0, match_histogram=False, cleft_density=0.7, seed=11)  # fmt: skip
+    np.testing.assert_array_equal(dense.clefts, plain.clefts)
+    inside = dense.clefts > 0
+    assert inside.any()
+    before = plain.image.astype(float)
+    after = dense.image.astype(float)
+    assert after[inside].mean() < 0.75 * before[inside].mean()
+    # far from every cleft (beyond the soft edge and the blur) only rounding differs
+    far = ~ndimage.binary_dilation(inside, np.ones((1, 15, 15), bool))
+    assert np.abs(after[far] - before[far]).max() <= 1
+    with pytest.raises(AvanInputError, match="cleft_density"):
+        synthesize(shape=SHAPE, cleft_density=1.5)
+
+
+def _pre_shares(sample) -> list[float]:  # type: ignore[no-untyped-def]
+    """Per cleft, the share of its voxels in its presynaptic segment."""
+    shares = []
+    for cleft_id, pre in sample.partners.groupby("cleft_id")["pre_id"].first().items():
+        inside = sample.segmentation[sample.clefts == cleft_id]
+        shares.append(float(np.mean(inside == pre)))
+    return shares
+
+
+def test_the_presynaptic_share_of_a_cleft_band_follows_the_option() -> None:
+    options = dict(shape=SHAPE, voxel_size_nm=(40.0, 5.0, 5.0), cleft_thickness_nm=100.0, seed=5)
+    centred = _pre_shares(synthesize(**options))  # type: ignore[arg-type]
+    towards_pre = _pre_shares(synthesize(cleft_pre_share=0.75, **options))  # type: ignore[arg-type]
+    assert centred and towards_pre
+    assert abs(np.median(centred) - 0.5) < 0.1
+    assert np.median(towards_pre) > 0.62
+    with pytest.raises(AvanInputError, match="cleft_pre_share"):
+        synthesize(shape=SHAPE, cleft_pre_share=0.95)

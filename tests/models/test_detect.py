@@ -22,7 +22,7 @@ from napari_avan.types import AvanInputError
 FP32 = plan("cpu", allow_bf16=False)
 
 
-def tiny_detector(tmp_path: Path, *, bias: float | None = None) -> Path:
+def tiny_detector(tmp_path: Path, *, bias: float | None = None, target: str = "mask") -> Path:
     torch.manual_seed(0)
     net = ResidualSymmetricUNet(UNetConfig(widths=(4, 8), groups=2))
     if bias is not None:  # a model that sees clefts everywhere, whatever the image
@@ -33,9 +33,9 @@ def tiny_detector(tmp_path: Path, *, bias: float | None = None) -> Path:
         "voxel_size_nm": [40.0, 8.0, 8.0],
         "patch": [4, 32, 32],
         "overlap": [1, 8, 8],
-        "target": "mask",
+        "target": target,
     }
-    return save_model(tmp_path / "detector", net, meta)
+    return save_model(tmp_path / f"detector-{target}", net, meta)
 
 
 def test_everywhere_model_gives_one_cleft_of_the_image_shape(tmp_path: Path) -> None:
@@ -47,6 +47,16 @@ def test_everywhere_model_gives_one_cleft_of_the_image_shape(tmp_path: Path) -> 
     assert result.clefts.max() == 1 and (result.clefts == 1).all()
     assert list(result.table["cleft_segid"]) == [1]
     assert int(result.table["size"].iloc[0]) == image.size
+
+
+@pytest.mark.parametrize("bias", [-3.0, 3.0])
+def test_a_proximity_detectors_clefts_are_both_strong_sides(tmp_path: Path, bias: float) -> None:
+    # signed proximity: presynaptic side positive, postsynaptic negative; either is a cleft
+    model = load_model(tiny_detector(tmp_path, bias=bias, target="proximity"))
+    image = np.random.default_rng(0).integers(0, 255, (5, 50, 46), dtype=np.uint8)
+    result = detect(model, image, (40.0, 4.0, 4.0), run=FP32, threshold=0.5, min_size=1)
+    np.testing.assert_allclose(result.prob, np.tanh(3.0), rtol=1e-4)
+    assert (result.clefts == 1).all()
 
 
 def test_labels_follow_the_probability(tmp_path: Path) -> None:

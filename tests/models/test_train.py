@@ -39,6 +39,7 @@ from napari_avan.models.tune import (
     DETECTOR_MIN_VOLUMES_NM3,
     DETECTOR_THRESHOLDS,
     PARTNER_THRESHOLDS,
+    detector_probability,
     tune_avan,
 )
 from napari_avan.types import AvanInputError
@@ -240,16 +241,12 @@ def test_tasks_check_init_models_and_the_proximity_detector(volumes) -> None:
         task_for(_settings("proximity-pruner")).prepare(train, val, FP32)
 
 
-def test_the_proximity_detector_tunes_nothing(volumes) -> None:
+def test_the_proximity_detector_prepares_signed_targets(volumes) -> None:
     task = task_for(_settings("clefts", target="proximity"))
     task.prepare(*volumes, FP32)
     assert len(task.val_targets) == len(volumes[1])
     assert -1 <= task.val_targets[0].min() and task.val_targets[0].max() <= 1
-
-    def best():
-        raise AssertionError("no model is built for nothing to tune")
-
-    assert task.tune(best, FP32) == {}
+    assert task.val_targets[0].min() < 0 < task.val_targets[0].max()  # both sides
 
 
 # --------------------------------------------------------------------------- the loop
@@ -298,6 +295,24 @@ def test_a_cleftnet_detector_fine_tuned_from_a_mask_detector_starts_from_it() ->
     torch.testing.assert_close(wide_out[:, :1], narrow_out)  # the mask channel as before
     torch.testing.assert_close(wide_out[:, 1:], narrow_out)  # the boundary starts as a copy
     assert task.prior == bundled.metadata["postprocess"]
+
+
+def test_a_proximity_detector_gets_cleft_post_processing_on_its_maps_magnitude(
+    tmp_path: Path, volumes
+) -> None:
+    train, val = volumes
+    out = tmp_path / "proximity"
+    settings = _settings("clefts", target="proximity")
+    for _ in iter_train(settings, train, val, out, recipe={"command": "test"}, run=FP32):
+        pass
+    model = resolve_model(out, "cleft-detector")
+    post = model.metadata["postprocess"]
+    assert model.metadata["target"] == "proximity"
+    assert post["threshold"] in DETECTOR_THRESHOLDS
+    assert post["min_volume_nm3"] in DETECTOR_MIN_VOLUMES_NM3
+    # tuning read what detection reads: the magnitude, never negative
+    prob = detector_probability(model, val[0].image, FP32)
+    assert prob.min() >= 0.0 and prob.max() <= 1.0
 
 
 @pytest.mark.parametrize("kind", ["avan", "clefts"])

@@ -112,6 +112,9 @@ class TrainSettings:
     #: keep the last weights, not the best validated ones (few validation clefts choose
     #: checkpoints by chance; validation still runs, for the log and the curve)
     keep_last: bool = False
+    #: detector: learned queries of a feature augmentor at the U-Net's bottleneck
+    #: (:class:`~napari_avan.models.networks.FeatureAugmentor`; 0: none)
+    feature_augmentor: int = 0
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -127,6 +130,13 @@ class TrainSettings:
             raise AvanInputError(f"target {self.target!r} is not one of {DETECTOR_TRAIN_TARGETS}")
         if self.target != "mask" and self.kind != "clefts":
             raise AvanInputError("a target other than mask is for the cleft detector only")
+        queries = self.feature_augmentor
+        if isinstance(queries, bool) or not isinstance(queries, int) or queries < 0:
+            raise AvanInputError(
+                f"feature_augmentor (learned queries) must be a whole number >= 0, got {queries!r}"
+            )
+        if queries and self.kind != "clefts":
+            raise AvanInputError("the feature augmentor is for the cleft detector only")
         if self.batch_size < 1 or self.val_every < 1 or self.lr <= 0:
             raise AvanInputError("batch size and validation interval must be >= 1, lr > 0")
 

@@ -8,6 +8,9 @@ folder records besides the weights. :func:`task_for` picks the task of some sett
 - ``clefts --target proximity``: :class:`ProximityDetectorTask`, MSE of tanh, sign F1.
 - ``clefts --target cleftnet``: :class:`CleftNetDetectorTask`, the mask plus CleftNet's
   cleft-boundary channel, BCE + Dice on each, best by cleft F1.
+- ``clefts --feature-augmentor N`` (any target): the detector U-Net with a
+  :class:`~napari_avan.models.networks.FeatureAugmentor` of N learned queries at its
+  bottleneck; an ``--init`` model without one is given a fresh, zero-output one.
 - ``avan``: :class:`AvanTask`, BCE, best by accuracy then edge F1 (swapped if polyadic).
 - ``mask-pruner``: :class:`MaskPrunerTask`, BCE on candidate pairs, ranked as AVAN.
 - ``proximity-pruner``: :class:`ProximityPrunerTask`, the mask pruner's, on candidates
@@ -171,7 +174,8 @@ class _UNetTask(TrainingTask):
 
     @abstractmethod
     def config(self) -> UNetConfig:
-        """The default configuration of a fresh network (before ``settings.widths``)."""
+        """The configuration of a fresh network (before ``settings.widths``); its
+        ``augmentor`` is also the one an ``--init`` network is given."""
 
     def network(self, init: LoadedModel | None) -> nn.Module:
         if init is not None:
@@ -186,11 +190,28 @@ class _UNetTask(TrainingTask):
                     f"the --init model is not a {self.settings.kind} model ({self.channels[0]} "
                     f"input and {self.channels[1]} output channels expected)"
                 )
-            return net
+            return self._with_augmentor(net)
         config, widths = self.config(), self.settings.widths
         if widths:
             config = UNetConfig.from_dict({**config.to_dict(), "widths": list(widths)})
         return ResidualSymmetricUNet(config)
+
+    def _with_augmentor(self, net: nn.Module) -> nn.Module:
+        """The ``--init`` network with the feature augmentor that :meth:`config` asks for
+        (``settings.feature_augmentor``): as it is when none is asked for or it has that
+        one, else a copy given a fresh one (zero output: it computes what ``net`` does)."""
+        wanted = self.config().augmentor
+        if not wanted or not isinstance(net, ResidualSymmetricUNet):
+            return net
+        has = net.config.augmentor
+        if wanted == has:
+            return net
+        if has:
+            raise AvanInputError(
+                f"the --init model has a feature augmentor of {has} queries, not the "
+                f"{wanted} asked for: leave out --feature-augmentor to keep its own"
+            )
+        return _augmented(net, wanted)
 
 
 def _smallest_cleft_nm3(volumes: Sequence[TrainingVolume], voxel: VoxelSize) -> float | None:
@@ -217,7 +238,7 @@ class CleftDetectorTask(_UNetTask):
         return ("cleft_f1", "voxel_f1")
 
     def config(self) -> UNetConfig:
-        return cleft_detector_config(self.target)
+        return cleft_detector_config(self.target, augmentor=self.settings.feature_augmentor)
 
     def prepare(
         self, train: Sequence[TrainingVolume], val: Sequence[TrainingVolume], run: RunPlan
@@ -298,6 +319,18 @@ def _widened(network: ResidualSymmetricUNet, out_channels: int) -> ResidualSymme
     return wide
 
 
+def _augmented(network: ResidualSymmetricUNet, queries: int) -> ResidualSymmetricUNet:
+    """A copy of a U-Net without a feature augmentor given one of ``queries`` learned
+    queries; its output projection starts at zero, so the copy computes what ``network``
+    does until training moves it."""
+    config = UNetConfig.from_dict({**network.config.to_dict(), "augmentor": queries})
+    augmented = ResidualSymmetricUNet(config)
+    missing, unexpected = augmented.load_state_dict(network.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("augmentor.") for key in missing):
+        raise AssertionError(f"not a U-Net of the same layers: {missing + unexpected}")
+    return augmented
+
+
 class ProximityDetectorTask(CleftDetectorTask):
     """The signed proximity detector (Parag et al.): the detector's patches, regressing the
     signed proximity through a tanh (MSE); ranked by the mean F1 of its two signs."""
@@ -314,6 +347,7 @@ class ProximityDetectorTask(CleftDetectorTask):
     ) -> None:
         self.val = list(val)
         voxel = self.voxel_size_nm
+        self.smallest_nm3 = _smallest_cleft_nm3(train, voxel)
         train_targets = [proximity_target(v, voxel) for v in train]
         self.val_targets = [proximity_target(v, voxel) for v in val]
         self.sampler = DetectorSampler(
@@ -326,8 +360,8 @@ class ProximityDetectorTask(CleftDetectorTask):
     def validate(self, model: LoadedModel, run: RunPlan) -> dict[str, float]:
         return validate_proximity(model, self.val, self.val_targets, run)
 
-    def tune(self, best: BestModel, run: RunPlan) -> dict[str, Any]:
-        return {}  # the proximity pruner thresholds the map at its own, fixed level
+    # tune: the detector's (threshold and minimum size of cleft detection, which reads the
+    # map's magnitude); the proximity pruner thresholds the signed map at its own levels
 
 
 class AvanTask(_UNetTask):
