@@ -52,6 +52,20 @@ def fit_patch(shape: tuple[int, ...], wanted: tuple[int, ...], divisor: tuple[in
     return tuple(patch)
 
 
+def output_activation(metadata: dict[str, Any]) -> str:
+    """The activation of a detector's output: tanh for a signed proximity detector, else
+    sigmoid."""
+    return "tanh" if metadata.get("target") == "proximity" else "sigmoid"
+
+
+def cleft_map(metadata: dict[str, Any], output: np.ndarray) -> np.ndarray:
+    """The cleft probability in a detector's activated output (channels, z, y, x): its first
+    channel; a signed proximity detector (Parag et al.) marks the presynaptic side positive
+    and the postsynaptic side negative, so its cleft is where either side is strong (the
+    magnitude)."""
+    return np.abs(output[0]) if metadata.get("target") == "proximity" else output[0]
+
+
 def min_size_voxels(model: LoadedModel, voxel_size_nm: VoxelSize) -> int:
     """A detector's smallest cleft in voxels of this size: its ``postprocess`` minimum
     volume (nm^3), else 50 voxels."""
@@ -120,7 +134,6 @@ def iter_detect(
         threshold = float(post.get("threshold", 0.5))
     if min_size is None:
         min_size = min_size_voxels(model, voxel)
-    proximity = meta.get("target") == "proximity"
     result: np.ndarray | None = None
     for step in iter_predict(
         network,
@@ -131,7 +144,7 @@ def iter_detect(
         run=run,
         batch_size=batch_size,
         flip_tta=flip_tta,
-        activation="tanh" if proximity else "sigmoid",
+        activation=output_activation(meta),
     ):
         if step.result is None:
             yield DetectProgress(step.done, step.total)
@@ -139,10 +152,7 @@ def iter_detect(
             result = step.result
             total = step.total
     assert result is not None
-    # a signed proximity detector (Parag et al.) marks the presynaptic side positive and the
-    # postsynaptic side negative: its cleft is where either side is strong
-    channel = np.abs(result[0]) if proximity else result[0]
-    prob = resample(channel, tuple(image.shape), order=1).astype(np.float32)
+    prob = resample(cleft_map(meta, result), tuple(image.shape), order=1).astype(np.float32)
     clefts = clefts_from_probability(
         prob,
         threshold=threshold,

@@ -23,7 +23,7 @@ import pandas as pd
 from napari_avan.core.clefts import clefts_from_probability, known_clefts
 from napari_avan.core.metrics import assignment_metrics, cleft_metrics, precision_recall_f1
 from napari_avan.models.checkpoint import LoadedModel
-from napari_avan.models.detect import detector_windows
+from napari_avan.models.detect import cleft_map, detector_windows, output_activation
 from napari_avan.models.device import RunPlan
 from napari_avan.models.inference import predict
 from napari_avan.models.networks import UNetConfig
@@ -42,12 +42,11 @@ def detector_probability(model: LoadedModel, image: np.ndarray, run: RunPlan) ->
     if not isinstance(config, UNetConfig):
         raise AvanInputError("this model is not a cleft detector")
     patch, overlap = detector_windows(model.metadata, image.shape, config.divisor)
-    proximity = model.metadata.get("target") == "proximity"
     out = predict(
         model.network, image, patch=patch, overlap=overlap, out_channels=config.out_channels,
-        run=run, activation="tanh" if proximity else "sigmoid",
-    )[0]  # fmt: skip
-    return np.abs(out) if proximity else out
+        run=run, activation=output_activation(model.metadata),
+    )  # fmt: skip
+    return cleft_map(model.metadata, out)
 
 
 def _polyadic_first(volumes: Sequence[Any]) -> list[Any]:
