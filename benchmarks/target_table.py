@@ -80,6 +80,7 @@ def train_synthetic(arm: str, folder: Path, args: argparse.Namespace) -> float:
 
 def holdout(model: Any, polyadic: bool, args: argparse.Namespace, run: Any) -> dict[str, Any]:
     """Cleft precision, recall and F1 pooled over the hold-out volumes of one kind."""
+    from napari_avan.core.metrics import precision_recall_f1
     from napari_avan.core.synth import synthesize
     from napari_avan.models.scoring import score_detector
 
@@ -89,9 +90,7 @@ def holdout(model: Any, polyadic: bool, args: argparse.Namespace, run: Any) -> d
         s = synthesize(seed=seed, shape=shape, polyadic=polyadic)
         got = score_detector(model, s.image, s.clefts, s.voxel_size_nm, run=run)
         tp, fp, fn = tp + got["cleft_tp"], fp + got["cleft_fp"], fn + got["cleft_fn"]
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    precision, recall, f1 = precision_recall_f1(tp, fp, fn)
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
