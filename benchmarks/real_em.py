@@ -34,6 +34,11 @@ Run::
         --plot /tmp/real_em_val.png
     python benchmarks/real_em.py --region val --detector vnc_recipe_out/detector \\
         --avan vnc_recipe_out/avan
+    python benchmarks/real_em.py --adapt-norm
+
+``--adapt-norm`` re-estimates the detector's BatchNorm statistics on the crop before
+detecting (:func:`napari_avan.models.inference.adapt_batchnorm`, AdaBN), with the model's
+own threshold and minimum size, which were chosen on synthetic volumes without it.
 
 Figures print with the CPU model and device; ``--json`` writes them, ``--plot`` draws a few
 z-sections (those with the most true cleft voxels): the EM in grey, the true clefts
@@ -125,9 +130,14 @@ def _cleft_figures(m: CleftMetrics) -> dict[str, Any]:
 
 
 def score_detection(
-    model: Any, region: Region, voxel: tuple[float, float, float], run: Any
+    model: Any,
+    region: Region,
+    voxel: tuple[float, float, float],
+    run: Any,
+    adapt_norm: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, dict[str, float]]:
-    """Detect once, score at IoU >= 0.1 and at any overlap, and the CREMI cleft distances."""
+    """Detect once, score at IoU >= 0.1 and at any overlap, and the CREMI cleft distances.
+    ``adapt_norm``: the detector's BatchNorm statistics re-estimated on the region first."""
     from napari_avan.core.clefts import known_clefts
     from napari_avan.core.cremi import cleft_distances
     from napari_avan.core.metrics import DEFAULT_IOU_THRESHOLD, cleft_metrics
@@ -135,7 +145,7 @@ def score_detection(
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    detection = detect(model, region.image, voxel, run=run)
+    detection = detect(model, region.image, voxel, run=run, adapt_norm=adapt_norm)
     found = detection.clefts
     seconds["detect"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -148,6 +158,7 @@ def score_detection(
     seconds["cremi_distances"] = time.perf_counter() - started
     threshold = float((model.metadata.get("postprocess") or {}).get("threshold", 0.5))
     figures = {
+        "adapt_norm": adapt_norm,
         "threshold": threshold,
         "min_size_voxels": min_size_voxels(model, voxel),
         "n_found": int(np.count_nonzero(np.unique(found))),
@@ -214,7 +225,9 @@ def report(result: dict[str, Any]) -> None:
     """Print the figures."""
     det, av, s = result["detector"], result["avan"], result["seconds"]
     c, cp = det["cremi"], av["cremi_partner"]
-    print(f"detector post-processing: threshold {det['threshold']:.2f}, min size "
+    print(("BatchNorm statistics re-estimated on the crop (--adapt-norm); "
+           if det.get("adapt_norm") else "")
+          + f"detector post-processing: threshold {det['threshold']:.2f}, min size "
           f"{det['min_size_voxels']} voxels; probability max {det['prob_max']:.3f}, "
           f"99.9th percentile {det['prob_p999']:.3f}, {det['voxels_above_threshold']} voxels "
           f"above the threshold; {det['n_found']} clefts found"
@@ -313,6 +326,9 @@ def main() -> int:
                         help="bundled name or model folder (default: avan)")  # fmt: skip
     parser.add_argument("--region", choices=["all", "val"], default="all",
                         help="all: the whole crop; val: y >= 700, clefts wholly there")  # fmt: skip
+    parser.add_argument("--adapt-norm", action="store_true",
+                        help="re-estimate the detector's BatchNorm statistics on the crop "
+                             "first (AdaBN; no labels used)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--plot", type=Path, help="draw a few z-sections here (PNG)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -341,7 +357,7 @@ def main() -> int:
     voxel = truth.voxel
     print(f"{truth.name}, region {args.region}: {region.describe}; {len(region.ids)} true "
           f"clefts scored; voxel {voxel} nm")  # fmt: skip
-    det, pred, det_seconds = score_detection(detector, region, voxel, run)
+    det, pred, det_seconds = score_detection(detector, region, voxel, run, args.adapt_norm)
     seconds.update(det_seconds)
     started = time.perf_counter()
     av = score_assignment(avan, region, voxel, run)

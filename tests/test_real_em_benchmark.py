@@ -65,6 +65,29 @@ def test_real_em_val_region(vnc_left_dir: Path, tmp_path: Path) -> None:
     assert all(v >= 0 for v in result["seconds"].values())
     assert set(result["targets"]) >= {"cleft_met", "avan_met"}
     assert png.is_file() and png.stat().st_size > 10_000
+    assert det["adapt_norm"] is False
+
+
+@pytest.mark.realdata
+def test_real_em_adapt_norm(vnc_left_dir: Path, tmp_path: Path) -> None:
+    """--adapt-norm re-estimates the detector's statistics on the crop: recorded, and the
+    probabilities change (the bundled detector has BatchNorm)."""
+    assert (vnc_left_dir / "vnc_left.npz").is_file()
+    figures = {}
+    for flag in ([], ["--adapt-norm"]):
+        out = tmp_path / f"val{len(flag)}.json"
+        run = subprocess.run(
+            [sys.executable, str(SCRIPT), "--region", "val", *flag, "--json", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert ("re-estimated on the crop" in run.stdout) == bool(flag)
+        figures[bool(flag)] = json.loads(out.read_text())["detector"]
+    assert figures[True]["adapt_norm"] is True
+    assert figures[True]["prob_p999"] != figures[False]["prob_p999"]
 
 
 def test_real_em_help() -> None:
@@ -72,4 +95,4 @@ def test_real_em_help() -> None:
         [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "--region" in run.stdout
+    assert "--region" in run.stdout and "--adapt-norm" in run.stdout

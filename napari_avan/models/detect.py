@@ -16,7 +16,13 @@ import numpy as np
 from napari_avan.core.clefts import clefts_from_probability
 from napari_avan.models.checkpoint import LoadedModel
 from napari_avan.models.device import RunPlan
-from napari_avan.models.inference import iter_predict, resample, to_float, working_shape
+from napari_avan.models.inference import (
+    adapt_batchnorm,
+    iter_predict,
+    resample,
+    to_float,
+    working_shape,
+)
 from napari_avan.models.networks import ResidualSymmetricUNet
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
@@ -100,6 +106,7 @@ def iter_detect(
     join_radius_nm: float = 0.0,
     flip_tta: bool = False,
     batch_size: int = 1,
+    adapt_norm: bool = False,
 ) -> Iterator[DetectProgress]:
     """Detect clefts in a (z, y, x) uint8 or float image.
 
@@ -114,6 +121,8 @@ def iter_detect(
             (:func:`napari_avan.core.clefts.clefts_from_probability`).
         flip_tta: average the in-plane flips.
         batch_size: patches per forward pass.
+        adapt_norm: re-estimate the network's BatchNorm statistics on this image first
+            (:func:`napari_avan.models.inference.adapt_batchnorm`; no labels used).
     """
     from napari_avan.core.tables import cleft_table
 
@@ -134,6 +143,8 @@ def iter_detect(
         threshold = float(post.get("threshold", 0.5))
     if min_size is None:
         min_size = min_size_voxels(model, voxel)
+    if adapt_norm:
+        network = adapt_batchnorm(network, work, patch=patch, run=run)
     result: np.ndarray | None = None
     for step in iter_predict(
         network,

@@ -9,6 +9,7 @@ that yields :class:`Progress` after every batch; stopping the iteration cancels 
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -233,3 +234,58 @@ def predict(network: nn.Module, inputs: np.ndarray, **kwargs: Any) -> np.ndarray
         result = step.result
     assert result is not None
     return result
+
+
+def adapt_batchnorm(
+    network: nn.Module,
+    inputs: np.ndarray,
+    *,
+    patch: Shape3,
+    max_patches: int = 64,
+    run: RunPlan | None = None,
+) -> nn.Module:
+    """A copy of ``network`` whose BatchNorm statistics are re-estimated on ``inputs``.
+
+    The adaptation of a network to a new volume without labels (AdaBN: Li et al. 2016,
+    "Revisiting batch normalization for practical domain adaptation"): every BatchNorm's
+    running mean and variance are replaced by their averages over up to ``max_patches``
+    patches of ``inputs`` (the tiling's windows, evenly spaced), in fp32, with no weight
+    changed. ``inputs`` is (C, z, y, x) or (z, y, x) float32 at the network's working voxel
+    size. ``network`` itself is left untouched; without BatchNorm it is returned as is.
+    """
+    norms = [m for m in network.modules() if isinstance(m, nn.BatchNorm3d)]
+    if not norms:
+        return network
+    if max_patches < 1:
+        raise AvanInputError(f"max_patches must be at least 1, got {max_patches}")
+    if inputs.ndim == 3:
+        inputs = inputs[None]
+    config = getattr(network, "config", None)
+    divisor: Shape3 = getattr(config, "divisor", (1, 1, 1))
+    _check(patch, (0, 0, 0), divisor)
+    shape: Shape3 = (int(inputs.shape[1]), int(inputs.shape[2]), int(inputs.shape[3]))
+    pads = [(0, max(0, p - n)) for n, p in zip(shape, patch, strict=True)]
+    padded = (
+        np.pad(inputs, [(0, 0), *pads], mode="symmetric") if any(b for _, b in pads) else inputs
+    )
+    starts = list(
+        itertools.product(
+            *(window_starts(n, p, p) for n, p in zip(padded.shape[1:], patch, strict=True))
+        )
+    )
+    if len(starts) > max_patches:
+        picks = np.linspace(0, len(starts) - 1, max_patches).round().astype(int)
+        starts = [starts[i] for i in np.unique(picks)]
+    run = run or make_plan()
+    adapted = copy.deepcopy(network).to(run.device)
+    adapted.eval()
+    for module in adapted.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the patches
+            module.train()
+    with torch.no_grad():
+        for z, y, x in starts:
+            window = padded[:, z : z + patch[0], y : y + patch[1], x : x + patch[2]]
+            adapted(torch.from_numpy(np.ascontiguousarray(window[None])).to(run.device))
+    return adapted.eval().cpu()

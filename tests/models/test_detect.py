@@ -16,6 +16,7 @@ from napari_avan.io import read_volume, write_sample
 from napari_avan.models.checkpoint import load_model, save_model
 from napari_avan.models.detect import detect
 from napari_avan.models.device import plan
+from napari_avan.models.inference import adapt_batchnorm, predict, to_float
 from napari_avan.models.networks import ResidualSymmetricUNet, UNetConfig
 from napari_avan.types import AvanInputError
 
@@ -123,3 +124,19 @@ def test_post_processing_defaults_come_from_the_model(tmp_path: Path) -> None:
     # arguments given by the caller win over the model's defaults
     given = detect(model, image, voxel, run=FP32, threshold=0.5, min_size=50)
     np.testing.assert_array_equal(given.clefts, plain.clefts)
+
+
+def test_adapt_norm_detects_with_statistics_of_this_image(tmp_path: Path) -> None:
+    model = load_model(tiny_detector(tmp_path))  # BatchNorm, at 40 x 8 x 8 nm
+    image = synthesize(seed=2, shape=(8, 64, 64)).image
+    before = {k: v.clone() for k, v in model.network.state_dict().items()}
+    plain = detect(model, image, (40.0, 8.0, 8.0), run=FP32, min_size=1)
+    adapted = detect(model, image, (40.0, 8.0, 8.0), run=FP32, min_size=1, adapt_norm=True)
+    # the same as predicting with a copy adapted on the image (at the working voxel size)
+    net = adapt_batchnorm(model.network, to_float(image), patch=(4, 32, 32), run=FP32)
+    expected = predict(net, to_float(image), patch=(4, 32, 32), overlap=(1, 8, 8),
+                       out_channels=1, run=FP32)[0]  # fmt: skip
+    np.testing.assert_allclose(adapted.prob, expected, atol=1e-5)
+    assert np.abs(adapted.prob - plain.prob).max() > 1e-3
+    for key, value in model.network.state_dict().items():  # the loaded model is unchanged
+        torch.testing.assert_close(value, before[key])

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from napari_avan.models.device import plan
-from napari_avan.models.inference import bump, iter_predict, predict, to_float, window_starts
+from napari_avan.models.inference import (
+    adapt_batchnorm,
+    bump,
+    iter_predict,
+    predict,
+    to_float,
+    window_starts,
+)
 from napari_avan.models.networks import ResidualSymmetricUNet, UNetConfig
 from napari_avan.types import AvanInputError
 
@@ -112,3 +119,63 @@ def test_helpers() -> None:
     assert to_float(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]
     with pytest.raises(AvanInputError, match="dtype"):
         to_float(np.zeros(3, np.int16))
+
+
+def _batch_net() -> ResidualSymmetricUNet:
+    torch.manual_seed(0)
+    return ResidualSymmetricUNet(UNetConfig(in_channels=1, out_channels=1, widths=(4, 8)))
+
+
+def test_adapt_batchnorm_averages_each_norms_input_over_the_patches() -> None:
+    net = _batch_net()
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm3d)]
+    before = [(n.running_mean.clone(), n.running_var.clone()) for n in norms]
+    seen: list[torch.Tensor] = []
+    # the hook travels with the copy adapt_batchnorm makes: it records the first norm's input
+    norms[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
+    volume = 3.0 + 2.0 * np.random.default_rng(4).random((4, 32, 32), dtype=np.float32)
+    adapted = adapt_batchnorm(net, volume, patch=(2, 16, 16), run=FP32)
+    assert len(seen) == 8  # the 2 x 2 x 2 windows of the tiling, each once
+    first = next(m for m in adapted.modules() if isinstance(m, nn.BatchNorm3d))
+    expected_mean = torch.stack([x.mean(dim=(0, 2, 3, 4)) for x in seen]).mean(0)
+    expected_var = torch.stack([x.var(dim=(0, 2, 3, 4)) for x in seen]).mean(0)
+    torch.testing.assert_close(first.running_mean, expected_mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first.running_var, expected_var, rtol=1e-3, atol=1e-5)
+    assert not first.training and not adapted.training
+    # the caller's network keeps its statistics
+    for n, (mean, var) in zip(norms, before, strict=True):
+        torch.testing.assert_close(n.running_mean, mean)
+        torch.testing.assert_close(n.running_var, var)
+
+
+def test_adapt_batchnorm_undoes_a_global_intensity_change() -> None:
+    """Statistics re-estimated on a dimmer, shifted copy of a volume bring the output on it
+    nearer the output on the original than the unadapted network's (not equal: the
+    residual skips carry the input convolution's output before its norm)."""
+    net = _batch_net()
+    volume = np.random.default_rng(5).random((4, 32, 32), dtype=np.float32)
+    base = adapt_batchnorm(net, volume, patch=(4, 32, 32), run=FP32)
+    bright = adapt_batchnorm(net, 0.5 * volume + 0.3, patch=(4, 32, 32), run=FP32)
+    kwargs = {"patch": (4, 32, 32), "overlap": (0, 0, 0), "out_channels": 1, "run": FP32}
+    same = predict(base, volume, **kwargs)
+    shifted = predict(bright, 0.5 * volume + 0.3, **kwargs)
+    plain = predict(net, 0.5 * volume + 0.3, **kwargs)
+    assert np.abs(shifted - same).mean() < 0.75 * np.abs(plain - same).mean()
+
+
+def test_adapt_batchnorm_limits_and_passthrough() -> None:
+    net = _batch_net()
+    volume = np.random.default_rng(6).random((8, 64, 64), dtype=np.float32)
+    calls: list[int] = []
+    next(m for m in net.modules() if isinstance(m, nn.BatchNorm3d)).register_forward_pre_hook(
+        lambda _m, _args: calls.append(1)
+    )
+    adapt_batchnorm(net, volume, patch=(2, 16, 16), max_patches=5, run=FP32)
+    assert len(calls) == 5  # of 64 windows, 5 evenly spaced
+    # a volume smaller than a patch is mirrored up to it
+    small = adapt_batchnorm(net, volume[:1, :10, :10], patch=(2, 16, 16), run=FP32)
+    assert all(torch.isfinite(p).all() for p in small.buffers())
+    group = ResidualSymmetricUNet(UNetConfig(in_channels=1, widths=(4, 8), norm="group", groups=2))
+    assert adapt_batchnorm(group, volume, patch=(2, 16, 16), run=FP32) is group
+    with pytest.raises(AvanInputError, match="max_patches"):
+        adapt_batchnorm(net, volume, patch=(2, 16, 16), max_patches=0, run=FP32)
