@@ -178,21 +178,29 @@ def score_assignment(
     model: Any, region: Region, voxel: tuple[float, float, float], run: Any
 ) -> dict[str, Any]:
     """AVAN on the true clefts: the figures of ``score_avan`` and the CREMI partner F-score
-    of the same edges (one assignment; ``score_avan`` does not return its edges)."""
+    of the same edges (one assignment; ``score_avan`` does not return its edges).
+
+    ``pre_accuracy`` (the target's figure) is read from the edges, so a cleft whose
+    presynaptic partner is named but whose candidates all stay under the post threshold
+    counts as wrong; ``named_pre_accuracy`` reads the named presynaptic partners
+    themselves (the clefts whose set of them equals the true set)."""
     from napari_avan.core.cremi import partner_fscore
     from napari_avan.core.metrics import assignment_metrics
     from napari_avan.models.assign import iter_assign
 
     ids = sorted(set(int(c) for c in region.partners["cleft_id"]))
-    rows = []
+    true_pre = region.partners.groupby("cleft_id")["pre_id"].agg(lambda s: set(map(int, s)))
+    rows, named = [], 0
     for step in iter_assign(model, region.image, region.clefts, region.segmentation, voxel,
                             cleft_ids=ids, run=run, polyadic=True):  # fmt: skip
         rows += [(a.cleft_id, p, q) for a in step.finished for p, q in a.edges]
+        named += sum(set(a.pre_ids) == true_pre[a.cleft_id] for a in step.finished)
     pred = pd.DataFrame(rows, columns=["cleft_id", "pre_id", "post_id"], dtype=np.int64)
     m = assignment_metrics(pred, region.partners, polyadic=True)
     cremi = partner_fscore(region.clefts, pred, region.clefts, region.partners, voxel)
     return {
         "assigned_clefts": m.n_clefts, "pre_accuracy": m.pre_accuracy,
+        "named_pre_accuracy": named / len(ids) if ids else None,
         "edge_precision": m.precision, "edge_recall": m.recall, "edge_f1": m.f1,
         "edge_tp": m.tp, "edge_fp": m.fp, "edge_fn": m.fn, "cremi_partner": cremi.to_dict(),
     }  # fmt: skip
@@ -242,7 +250,9 @@ def report(result: dict[str, Any]) -> None:
     print(f"AVAN on the {av['assigned_clefts']} true clefts with their partners: presynaptic "
           f"accuracy {av['pre_accuracy']:.3f}, polyadic edge F1 {av['edge_f1']:.3f} (tp/fp/fn "
           f"{av['edge_tp']}/{av['edge_fp']}/{av['edge_fn']}); CREMI partner F-score "
-          f"{cp['fscore']:.3f} (tp/fp/fn {cp['tp']}/{cp['fp']}/{cp['fn']})")  # fmt: skip
+          f"{cp['fscore']:.3f} (tp/fp/fn {cp['tp']}/{cp['fp']}/{cp['fn']}); presynaptic "
+          f"partner named right (whether or not a postsynaptic one passes) "
+          f"{av['named_pre_accuracy']:.3f}")  # fmt: skip
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
     t = result["targets"]
     print(f"zero-shot targets: cleft {t['cleft']}: {'met' if t['cleft_met'] else 'NOT met'}; "

@@ -54,7 +54,7 @@ def test_real_em_val_region(vnc_left_dir: Path, tmp_path: Path) -> None:
 
     av = result["avan"]
     assert av["assigned_clefts"] == n
-    for key in ("pre_accuracy", "edge_precision", "edge_recall", "edge_f1"):
+    for key in ("pre_accuracy", "named_pre_accuracy", "edge_precision", "edge_recall", "edge_f1"):
         assert _fraction(av[key]), (key, av[key])
     partner = av["cremi_partner"]
     assert _fraction(partner["fscore"])
