@@ -20,12 +20,11 @@ from typing import Any
 
 from _machine import cpu_name
 
-from napari_avan.core.metrics import cleft_metrics, precision_recall_f1
+from napari_avan.core.metrics import precision_recall_f1
 from napari_avan.core.synth import synthesize
 from napari_avan.models.checkpoint import resolve_model
-from napari_avan.models.detect import detect
 from napari_avan.models.device import plan
-from napari_avan.models.scoring import score_avan
+from napari_avan.models.scoring import score_avan, score_detector
 from napari_avan.models.training_data import HOLDOUT_SEED
 from napari_avan.types import Sample
 
@@ -37,12 +36,11 @@ def _counts(tp: int, fp: int, fn: int) -> str:
     return f"precision {p:.3f}, recall {r:.3f}, F1 {f:.3f} (tp/fp/fn {tp}/{fp}/{fn})"
 
 
-def score_detector(model: Any, volumes: list[Sample], run: Any) -> str:
+def score_cleft_detector(model: Any, volumes: list[Sample], run: Any) -> str:
     tp = fp = fn = 0
-    for sample in volumes:
-        found = detect(model, sample.image, sample.voxel_size_nm, run=run).clefts
-        m = cleft_metrics(found, sample.clefts)
-        tp, fp, fn = tp + m.tp, fp + m.fp, fn + m.fn
+    for s in volumes:
+        m = score_detector(model, s.image, s.clefts, s.voxel_size_nm, run=run)
+        tp, fp, fn = tp + m["cleft_tp"], fp + m["cleft_fp"], fn + m["cleft_fn"]
     return "clefts: " + _counts(tp, fp, fn)
 
 
@@ -77,7 +75,7 @@ def main() -> None:
         ]
         for kind, poly in KINDS.items()
     }
-    jobs = [("cleft-detector", spec, score_detector) for spec in args.detector]
+    jobs = [("cleft-detector", spec, score_cleft_detector) for spec in args.detector]
     jobs += [("avan", spec, score_assigner) for spec in args.avan]
     for task, spec, score in jobs:
         model = resolve_model(None if spec == "bundled" else spec, task)
