@@ -1,4 +1,4 @@
-"""Model folders scored on the synthetic v1 hold-out, each with its own post-processing.
+"""Model folders scored on the synthetic hold-out, each with its own post-processing.
 
 The quick check that a fine-tuned model keeps what the bundled ones do on synthetic data:
 ``--volumes`` volumes of each kind from the hold-out seeds (9000+ dyadic, 9500+ polyadic;
@@ -7,9 +7,12 @@ never used in training or validation), with the settings recorded in each model'
 recall and F1 (IoU >= 0.1) pooled per kind. AVANs (``--avan``): polyadic assignment of the
 true clefts, presynaptic accuracy (read from the edges, as ``evaluate``) and the pooled
 edge F1 per kind. ``bundled`` names the bundled model. The full comparison with the
-pruners and thresholds chosen on validation volumes is ``assignment_table.py``::
+pruners and thresholds chosen on validation volumes is ``assignment_table.py``.
+``--variant`` picks the generator: ``v1`` (default) or v2 (``v2``, or one annotation style:
+``v2-blob``, ``v2-sheet``; volumes of 32 x 256 x 256 voxels, the training default)::
 
     python benchmarks/holdout.py --detector bundled det_v2 --avan bundled avan_v2
+    python benchmarks/holdout.py --detector det_blob --variant v2-blob
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from _machine import cpu_name
 
 from napari_avan.core.metrics import precision_recall_f1
 from napari_avan.core.synth import synthesize
+from napari_avan.core.synth_v2 import synthesize_v2
 from napari_avan.models.checkpoint import resolve_model
 from napari_avan.models.device import plan
 from napari_avan.models.scoring import score_avan, score_detector
@@ -29,6 +33,15 @@ from napari_avan.models.training_data import HOLDOUT_SEED
 from napari_avan.types import Sample
 
 KINDS = {"dyadic": False, "polyadic": True}
+VARIANTS = ("v1", "v2", "v2-blob", "v2-sheet")
+
+
+def holdout_volume(variant: str, seed: int, polyadic: bool) -> Sample:
+    """Hold-out volume ``seed`` of a generator variant."""
+    if variant == "v1":
+        return synthesize(seed=seed, polyadic=polyadic)
+    style = variant.partition("-")[2] or None
+    return synthesize_v2(seed, (32, 256, 256), polyadic=polyadic, style=style)
 
 
 def _counts(tp: int, fp: int, fn: int) -> str:
@@ -62,15 +75,18 @@ def main() -> None:
     parser.add_argument("--detector", nargs="*", default=[], help="folders or 'bundled'")
     parser.add_argument("--avan", nargs="*", default=[], help="folders or 'bundled'")
     parser.add_argument("--volumes", type=int, default=10, help="hold-out volumes per kind")
+    parser.add_argument("--variant", choices=VARIANTS, default="v1",
+                        help="synthetic generator of the hold-out (default v1)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args()
     if not args.detector and not args.avan:
         parser.error("name at least one --detector or --avan model")
     run = plan(args.device)
-    print(f"machine: {cpu_name()}; device {run.describe()}; {args.volumes} volumes per kind")
+    print(f"machine: {cpu_name()}; device {run.describe()}; {args.volumes} {args.variant} "
+          "volumes per kind")  # fmt: skip
     volumes = {
         kind: [
-            synthesize(seed=HOLDOUT_SEED + 500 * poly + k, polyadic=poly)
+            holdout_volume(args.variant, HOLDOUT_SEED + 500 * poly + k, poly)
             for k in range(args.volumes)
         ]
         for kind, poly in KINDS.items()

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "holdout.py"
 
 
@@ -18,7 +21,7 @@ def test_holdout_scores_the_bundled_models(tmp_path: Path) -> None:
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     out = run.stdout
-    assert "machine:" in out and "1 volumes per kind" in out
+    assert "machine:" in out and "1 v1 volumes per kind" in out
     assert "cleft-detector bundled {'threshold': 0.5" in out
     assert "avan bundled {'pre_threshold'" in out
     # one line per model and kind, each with counts that add up
@@ -38,3 +41,19 @@ def test_holdout_needs_a_model() -> None:
     run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "--detector or --avan" in run.stderr
+
+
+def test_holdout_of_one_v2_style(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from holdout import holdout_volume
+
+    from napari_avan.core.synth import synthesize
+    from napari_avan.core.synth_v2 import synthesize_v2
+
+    blob = holdout_volume("v2-blob", 9000, False)
+    assert blob.attrs["style"] == "blob" and blob.image.shape == (32, 256, 256)
+    again = synthesize_v2(9000, polyadic=False, style="blob")
+    np.testing.assert_array_equal(blob.clefts, again.clefts)
+    assert holdout_volume("v2", 9500, True).attrs["variant"] == "v2"
+    v1 = holdout_volume("v1", 9000, False)
+    np.testing.assert_array_equal(v1.image, synthesize(seed=9000).image)

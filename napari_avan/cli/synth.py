@@ -23,6 +23,10 @@ def add_parser(sub: Subparsers) -> None:
                    help="v1: the fixed generator (default); v2: options drawn per seed "
                    "(voxel size, membranes, vesicles, annotation style, contrast...; "
                    "--voxel-size does not apply)")  # fmt: skip
+    p.add_argument("--style", choices=["sheet", "blob"], default=None,
+                   help="v2: this annotation style instead of the seed's own draw "
+                   "(sheet: thin CREMI-style cleft sheets; blob: masks around the "
+                   "release site)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=cmd_synth)
 
@@ -36,8 +40,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
         if args.voxel_size is not None:
             raise AvanInputError("--voxel-size does not apply to --variant v2 (drawn per seed)")
-        sample = synthesize_v2(args.seed, args.shape, polyadic=args.polyadic)
+        sample = synthesize_v2(args.seed, args.shape, polyadic=args.polyadic, style=args.style)
     else:
+        if args.style is not None:
+            raise AvanInputError("--style applies to --variant v2 only (v1 draws thin sheets)")
         overrides: dict[str, Any] = {"shape": args.shape, "polyadic": args.polyadic}
         if args.voxel_size is not None:
             overrides["voxel_size_nm"] = args.voxel_size

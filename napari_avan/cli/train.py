@@ -88,7 +88,9 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--synthetic-variant", choices=list(SYNTHETIC_VARIANTS), default="v1",
                    help="synthetic volumes: v1 the fixed generator (default), v2 options "
                    "drawn per seed (voxel size, membranes, vesicles, annotation style, "
-                   "contrast...), v1+v2 each count of both")  # fmt: skip
+                   "contrast...), v1+v2 each count of both, v2-blob / v2-sheet v2 with "
+                   "that annotation style only (blob masks around the release site as "
+                   "the VNC annotators drew them, or thin CREMI-style sheets)")  # fmt: skip
     p.add_argument("--steps", type=_COUNT, help="step budget")
     p.add_argument("--minutes", type=_POSITIVE, help="time budget (the first budget to end stops)")
     p.add_argument("--init", help="model folder or bundled name to fine-tune from")

@@ -30,7 +30,7 @@ import numpy as np
 from napari_avan.core.synth import SynthConfig, synthesize
 from napari_avan.types import AvanInputError, Sample
 
-#: Annotation styles: half of the volumes each.
+#: Annotation styles: half of the volumes each, unless one is asked for.
 STYLES = ("sheet", "blob")
 #: Random-stream salts, so v2 draws do not repeat the generator's own stream of a seed, and
 #: the tone's draws are independent of the config's.
@@ -59,15 +59,30 @@ def _rng(seed: int, salt: int = _SALT) -> np.random.Generator:
     return np.random.default_rng([int(seed), salt])
 
 
+def _check_style(style: str | None) -> None:
+    if style is not None and style not in STYLES:
+        raise AvanInputError(f"annotation style {style!r} is not one of {', '.join(STYLES)}")
+
+
 def v2_config(
-    seed: int, shape: tuple[int, int, int] = (32, 256, 256), *, polyadic: bool = False
+    seed: int,
+    shape: tuple[int, int, int] = (32, 256, 256),
+    *,
+    polyadic: bool = False,
+    style: str | None = None,
 ) -> tuple[SynthConfig, str]:
-    """The generator options of v2 volume ``seed`` and its annotation style."""
+    """The generator options of v2 volume ``seed`` and its annotation style.
+
+    ``style`` (``sheet`` or ``blob``) replaces the seed's own draw of the annotation style;
+    every other option stays the seed's (the style's own sizes are drawn for the given
+    style), so a detector can be trained for the style its annotators draw."""
+    _check_style(style)
     rng = _rng(seed)
     u = rng.uniform
     inplane = float(u(3.0, 10.0))
     section = float(u(30.0, 60.0))
-    style = STYLES[int(rng.integers(len(STYLES)))]
+    drawn = STYLES[int(rng.integers(len(STYLES)))]
+    style = drawn if style is None else style
     membrane = float(u(20.0, 45.0))
     # blobs: short and thick (VNC masks, DESIGN section 9: a median 600 px per section at
     # 4.6 nm, about 140 x 90 nm, up to 6400 voxels); sheets: long and thin (CREMI)
@@ -115,12 +130,16 @@ def v2_tone(seed: int) -> Tone:
 
 
 def synthesize_v2(
-    seed: int, shape: tuple[int, int, int] = (32, 256, 256), *, polyadic: bool = False
+    seed: int,
+    shape: tuple[int, int, int] = (32, 256, 256),
+    *,
+    polyadic: bool = False,
+    style: str | None = None,
 ) -> Sample:
     """A v2 volume: :func:`~napari_avan.core.synth.synthesize` with :func:`v2_config`, its
     image passed through :func:`v2_tone`; ``attrs`` records ``variant``, ``style`` and
-    ``tone``."""
-    config, style = v2_config(seed, shape, polyadic=polyadic)
+    ``tone``. ``style``: as in :func:`v2_config` (None: the seed's own)."""
+    config, style = v2_config(seed, shape, polyadic=polyadic, style=style)
     sample = synthesize(config, seed=seed)
     tone = v2_tone(seed)
     sample.image = tone.apply(sample.image)

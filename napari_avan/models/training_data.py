@@ -93,13 +93,14 @@ def read_groups(
     return groups
 
 
-#: Synthetic training data: the fixed generator, v2 (options drawn per seed), or both.
-SYNTHETIC_VARIANTS = ("v1", "v2", "v1+v2")
+#: Synthetic training data: the fixed generator, v2 (options drawn per seed), both, or v2
+#: with one annotation style for every volume (``v2-blob``, ``v2-sheet``).
+SYNTHETIC_VARIANTS = ("v1", "v2", "v1+v2", "v2-blob", "v2-sheet")
 
 
 def synthetic_group_name(seed: int, polyadic: bool, variant: str = "v1") -> str:
     """``synthetic-dyadic-seed1000``, ``synthetic-polyadic-seed1500``,
-    ``synthetic-v2-dyadic-seed1000``."""
+    ``synthetic-v2-dyadic-seed1000``, ``synthetic-v2-blob-dyadic-seed1000``."""
     kind = "polyadic" if polyadic else "dyadic"
     return (
         f"synthetic-{kind}-seed{seed}"
@@ -119,7 +120,8 @@ def synthetic_groups(
 
     ``shape`` is (z, y, x) in voxels; None keeps the generator's default. ``variant``:
     ``v1`` the fixed generator, ``v2`` options drawn per seed
-    (:mod:`napari_avan.core.synth_v2`), ``v1+v2`` ``count`` volumes of each (v1 first).
+    (:mod:`napari_avan.core.synth_v2`), ``v1+v2`` ``count`` volumes of each (v1 first),
+    ``v2-blob`` / ``v2-sheet`` v2 with that annotation style in every volume.
     """
     from napari_avan.core.synth import synthesize
     from napari_avan.core.synth_v2 import synthesize_v2
@@ -138,8 +140,9 @@ def synthetic_groups(
         overrides["shape"] = shape
     groups = []
     for seed in range(first_seed, first_seed + count):
-        if variant == "v2":
-            s = synthesize_v2(seed, shape or (32, 256, 256), polyadic=polyadic)
+        if variant.startswith("v2"):
+            style = variant.partition("-")[2] or None
+            s = synthesize_v2(seed, shape or (32, 256, 256), polyadic=polyadic, style=style)
         else:
             s = synthesize(seed=seed, **overrides)
         name = synthetic_group_name(seed, polyadic, variant)

@@ -116,3 +116,54 @@ def test_the_presynaptic_share_of_a_cleft_band_follows_the_option() -> None:
     assert np.median(towards_pre) > 0.62
     with pytest.raises(AvanInputError, match="cleft_pre_share"):
         synthesize(shape=SHAPE, cleft_pre_share=0.95)
+
+
+def test_a_style_asked_for_replaces_the_seeds_draw_and_nothing_else() -> None:
+    seeds = range(12)
+    drawn = {seed: v2_config(seed, SHAPE) for seed in seeds}
+    assert {style for _, style in drawn.values()} == {"sheet", "blob"}
+    for seed in seeds:
+        own, own_style = drawn[seed]
+        for style in ("sheet", "blob"):
+            config, got = v2_config(seed, SHAPE, style=style)
+            assert got == style
+            if style == own_style:
+                assert config == own
+                continue
+            thick = config.cleft_thickness_nm
+            assert (20 <= thick <= 35) if style == "sheet" else (80 <= thick <= 160)
+            assert (config.cleft_density == 0.0) == (style == "sheet")
+            # the rest of the volume is the seed's own
+            assert config.voxel_size_nm == own.voxel_size_nm
+            assert config.membrane_thickness_nm == own.membrane_thickness_nm
+            assert config.vesicle_density == own.vesicle_density and config.t_bar == own.t_bar
+    with pytest.raises(AvanInputError, match="annotation style 'dots' is not one of sheet, blob"):
+        v2_config(1, SHAPE, style="dots")
+
+
+def test_one_style_training_groups_and_command_line() -> None:
+    blobs = synthetic_groups(3, False, 1000, SHAPE, "v2-blob")
+    names = [f"synthetic-v2-blob-dyadic-seed{s}" for s in (1000, 1001, 1002)]
+    assert [g.name for g in blobs] == names
+    for group, seed in zip(blobs, (1000, 1001, 1002), strict=True):
+        sample = synthesize_v2(seed, SHAPE, style="blob")
+        assert sample.attrs["style"] == "blob"
+        np.testing.assert_array_equal(group.clefts, sample.clefts)
+    (sheet,) = synthetic_groups(1, True, 1001, SHAPE, "v2-sheet")
+    assert sheet.name == "synthetic-v2-sheet-polyadic-seed1001"
+    # seed 1001 draws a blob of its own: the sheet asked for is thinner
+    thick = [
+        np.count_nonzero(synthesize_v2(1001, SHAPE, polyadic=True, style=s).clefts)
+        for s in ("sheet", "blob")
+    ]
+    assert np.count_nonzero(sheet.clefts) == thick[0] < thick[1]
+
+
+def test_the_synth_command_takes_a_style(tmp_path: Path) -> None:
+    out = tmp_path / "blob.zarr"
+    assert main(["synth", "--out", str(out), "--shape", "8,128,128", "--seed", "0",
+                 "--variant", "v2", "--style", "blob"]) == 0  # fmt: skip
+    written = read_sample(out)
+    np.testing.assert_array_equal(written.image, synthesize_v2(0, SHAPE, style="blob").image)
+    assert v2_config(0, SHAPE)[1] == "sheet"  # the seed's own draw differs
+    assert main(["synth", "--out", str(tmp_path / "x.zarr"), "--style", "blob"]) == 2
