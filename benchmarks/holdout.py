@@ -24,24 +24,14 @@ from typing import Any
 from _machine import cpu_name
 
 from napari_avan.core.metrics import precision_recall_f1
-from napari_avan.core.synth import synthesize
-from napari_avan.core.synth_v2 import synthesize_v2
 from napari_avan.models.checkpoint import resolve_model
 from napari_avan.models.device import plan
 from napari_avan.models.scoring import score_avan, score_detector
-from napari_avan.models.training_data import HOLDOUT_SEED
+from napari_avan.models.training_data import HOLDOUT_SEED, SYNTHETIC_VARIANTS, synthetic_sample
 from napari_avan.types import Sample
 
 KINDS = {"dyadic": False, "polyadic": True}
-VARIANTS = ("v1", "v2", "v2-blob", "v2-sheet")
-
-
-def holdout_volume(variant: str, seed: int, polyadic: bool) -> Sample:
-    """Hold-out volume ``seed`` of a generator variant."""
-    if variant == "v1":
-        return synthesize(seed=seed, polyadic=polyadic)
-    style = variant.partition("-")[2] or None
-    return synthesize_v2(seed, (32, 256, 256), polyadic=polyadic, style=style)
+VARIANTS = tuple(v for v in SYNTHETIC_VARIANTS if v != "v1+v2")
 
 
 def _counts(tp: int, fp: int, fn: int) -> str:
@@ -86,7 +76,7 @@ def main() -> None:
           "volumes per kind")  # fmt: skip
     volumes = {
         kind: [
-            holdout_volume(args.variant, HOLDOUT_SEED + 500 * poly + k, poly)
+            synthetic_sample(HOLDOUT_SEED + 500 * poly + k, poly, variant=args.variant)
             for k in range(args.volumes)
         ]
         for kind, poly in KINDS.items()

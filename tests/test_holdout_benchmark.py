@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "holdout.py"
 
 
@@ -41,19 +38,3 @@ def test_holdout_needs_a_model() -> None:
     run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "--detector or --avan" in run.stderr
-
-
-def test_holdout_of_one_v2_style(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    from holdout import holdout_volume
-
-    from napari_avan.core.synth import synthesize
-    from napari_avan.core.synth_v2 import synthesize_v2
-
-    blob = holdout_volume("v2-blob", 9000, False)
-    assert blob.attrs["style"] == "blob" and blob.image.shape == (32, 256, 256)
-    again = synthesize_v2(9000, polyadic=False, style="blob")
-    np.testing.assert_array_equal(blob.clefts, again.clefts)
-    assert holdout_volume("v2", 9500, True).attrs["variant"] == "v2"
-    v1 = holdout_volume("v1", 9000, False)
-    np.testing.assert_array_equal(v1.image, synthesize(seed=9000).image)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_avan.types import AvanInputError, VoxelSize, check_same_shape
+from napari_avan.types import AvanInputError, Sample, VoxelSize, check_same_shape
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,6 +109,34 @@ def synthetic_group_name(seed: int, polyadic: bool, variant: str = "v1") -> str:
     )
 
 
+def _check_variant(variant: str) -> None:
+    if variant not in SYNTHETIC_VARIANTS:
+        raise AvanInputError(
+            f"synthetic variant {variant!r} is not one of {', '.join(SYNTHETIC_VARIANTS)}"
+        )
+
+
+def synthetic_sample(
+    seed: int, polyadic: bool, shape: tuple[int, int, int] | None = None, variant: str = "v1"
+) -> Sample:
+    """Synthetic volume ``seed`` of one generator variant (any of
+    :data:`SYNTHETIC_VARIANTS` but ``v1+v2``); ``shape`` None keeps the generator's
+    default (v2: 32 x 256 x 256)."""
+    from napari_avan.core.synth import synthesize
+    from napari_avan.core.synth_v2 import synthesize_v2
+
+    _check_variant(variant)
+    if variant == "v1+v2":
+        raise AvanInputError("v1+v2 names two volumes per seed: ask for v1 or v2")
+    if variant == "v1":
+        overrides: dict[str, Any] = {"polyadic": polyadic}
+        if shape is not None:
+            overrides["shape"] = shape
+        return synthesize(seed=seed, **overrides)
+    style = variant.partition("-")[2] or None  # v2-blob, v2-sheet
+    return synthesize_v2(seed, shape or (32, 256, 256), polyadic=polyadic, style=style)
+
+
 def synthetic_groups(
     count: int,
     polyadic: bool,
@@ -123,28 +151,15 @@ def synthetic_groups(
     (:mod:`napari_avan.core.synth_v2`), ``v1+v2`` ``count`` volumes of each (v1 first),
     ``v2-blob`` / ``v2-sheet`` v2 with that annotation style in every volume.
     """
-    from napari_avan.core.synth import synthesize
-    from napari_avan.core.synth_v2 import synthesize_v2
-
-    if variant not in SYNTHETIC_VARIANTS:
-        raise AvanInputError(
-            f"synthetic variant {variant!r} is not one of {', '.join(SYNTHETIC_VARIANTS)}"
-        )
+    _check_variant(variant)
     if variant == "v1+v2":
         return [
             *synthetic_groups(count, polyadic, first_seed, shape, "v1"),
             *synthetic_groups(count, polyadic, first_seed, shape, "v2"),
         ]
-    overrides: dict[str, Any] = {"polyadic": polyadic}
-    if shape is not None:
-        overrides["shape"] = shape
     groups = []
     for seed in range(first_seed, first_seed + count):
-        if variant.startswith("v2"):
-            style = variant.partition("-")[2] or None
-            s = synthesize_v2(seed, shape or (32, 256, 256), polyadic=polyadic, style=style)
-        else:
-            s = synthesize(seed=seed, **overrides)
+        s = synthetic_sample(seed, polyadic, shape, variant)
         name = synthetic_group_name(seed, polyadic, variant)
         groups.append(
             VolumeGroup(name, s.image, s.segmentation, s.clefts, s.partners, s.voxel_size_nm)

@@ -12,7 +12,7 @@ from napari_avan.cli import main
 from napari_avan.core.synth import synthesize
 from napari_avan.core.synth_v2 import Tone, synthesize_v2, v2_config, v2_tone
 from napari_avan.io import read_sample
-from napari_avan.models.training_data import synthetic_groups
+from napari_avan.models.training_data import synthetic_groups, synthetic_sample
 from napari_avan.types import AvanInputError
 
 SHAPE = (8, 128, 128)
@@ -167,3 +167,17 @@ def test_the_synth_command_takes_a_style(tmp_path: Path) -> None:
     np.testing.assert_array_equal(written.image, synthesize_v2(0, SHAPE, style="blob").image)
     assert v2_config(0, SHAPE)[1] == "sheet"  # the seed's own draw differs
     assert main(["synth", "--out", str(tmp_path / "x.zarr"), "--style", "blob"]) == 2
+
+
+def test_one_synthetic_sample_of_each_variant() -> None:
+    blob = synthetic_sample(9000, False, variant="v2-blob")
+    assert blob.attrs["style"] == "blob" and blob.image.shape == (32, 256, 256)
+    again = synthesize_v2(9000, polyadic=False, style="blob")
+    np.testing.assert_array_equal(blob.clefts, again.clefts)
+    assert synthetic_sample(9500, True, SHAPE, "v2").attrs["variant"] == "v2"
+    v1 = synthetic_sample(9000, False, SHAPE)
+    np.testing.assert_array_equal(v1.image, synthesize(seed=9000, shape=SHAPE).image)
+    with pytest.raises(AvanInputError, match="two volumes per seed"):
+        synthetic_sample(1, False, SHAPE, "v1+v2")
+    with pytest.raises(AvanInputError, match="not one of"):
+        synthetic_sample(1, False, SHAPE, "v3")
