@@ -85,6 +85,65 @@ def _voxel_size(text: str) -> VoxelSize:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _block_shape(text: str) -> tuple[int, int, int]:
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = tuple(int(v) for v in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not three positive integers Z,Y,X")
+    return values[0], values[1], values[2]
+
+
+def add_bulk_options(p: argparse.ArgumentParser, default_block: str = "32,512,512") -> None:
+    """``--workers``, ``--scheduler``, ``--block`` and ``--resume``: any of them runs the
+    command block by block (napari_avan.bulk) over a volume of any size."""
+    g = p.add_argument_group(
+        "bulk (any of these runs block by block, for volumes larger than memory)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="a local dask cluster of N single-thread workers on 127.0.0.1 "
+        "(0: every block in this process; default 0)",
+    )
+    g.add_argument(
+        "--scheduler", default=None, help="address of an existing dask scheduler (tcp://host:8786)"
+    )
+    g.add_argument(
+        "--block",
+        type=_block_shape,
+        default=None,
+        help=f"block shape Z,Y,X in voxels (default {default_block}; detect: the output chunks)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished bulk run into the same output, skipping finished blocks",
+    )
+
+
+def drive_bulk(steps: Iterable[Any], desc: str, quiet: bool) -> Any:
+    """Run a bulk job's steps under a progress bar showing the phase; its result."""
+
+    def show_phase(bar: Any, step: Any) -> None:
+        bar.set_postfix_str(step.phase, refresh=False)
+
+    result = None
+    for step in drive(steps, desc=desc, unit="task", quiet=quiet, show=show_phase):
+        result = step.result
+    assert result is not None
+    return result
+
+
+def wants_bulk(args: argparse.Namespace) -> bool:
+    return any(
+        (args.workers is not None, args.scheduler is not None, args.block is not None, args.resume)
+    )
+
+
 # ----------------------------------------------------------------------------- inputs
 
 

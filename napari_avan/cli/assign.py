@@ -15,8 +15,11 @@ from napari_avan.cli._common import (
     _same_shape,
     _voxel_size,
     _voxel_size_of,
+    add_bulk_options,
     add_run_options,
     drive,
+    drive_bulk,
+    wants_bulk,
 )
 
 
@@ -55,6 +58,7 @@ def add_parser(sub: Subparsers) -> None:
                    "the model's)")  # fmt: skip
     p.add_argument("--tta", action="store_true", help="AVAN: average the in-plane flips")
     add_run_options(p)
+    add_bulk_options(p, default_block="32,256,256")
     p.set_defaults(func=cmd_assign)
 
 
@@ -63,8 +67,11 @@ def cmd_assign(args: argparse.Namespace) -> int:
     from napari_avan.io import read_volume, write_table
     from napari_avan.models.assign import edge_weights, iter_assign
     from napari_avan.models.checkpoint import resolve_model
-    from napari_avan.models.device import plan
+    from napari_avan.models.device import plan, tune_allocator
 
+    tune_allocator()  # this process runs a network over a whole volume
+    if wants_bulk(args):
+        return _bulk_assign(args)
     image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
     clefts = _read_labels(args.clefts, "clefts")
     seg = _read_labels(args.segmentation, "segmentation")
@@ -155,5 +162,44 @@ def _assign_pruner(
     print(
         f"wrote {out} ({_count(len(table), 'edge')}; "
         f"{_count(missing, 'cleft')} without a candidate pair)"
+    )
+    return 0
+
+
+def _bulk_assign(args: argparse.Namespace) -> int:
+    """``assign`` with AVAN, each cleft once from a region read around it (napari_avan.bulk)."""
+    from napari_avan.bulk.assign import iter_bulk_assign, plan_assign_job
+    from napari_avan.types import AvanInputError
+
+    if args.method != "avan":
+        raise AvanInputError(
+            f"--method {args.method} is not available block by block yet: use AVAN, or run "
+            "without --workers/--scheduler/--block/--resume on volumes that fit in memory"
+        )
+    job = plan_assign_job(
+        args.image,
+        args.clefts,
+        args.segmentation,
+        Path(args.out),
+        model=args.model,
+        voxel_size_nm=args.voxel_size,
+        polyadic=args.polyadic,
+        pre_threshold=args.pre_threshold,
+        post_threshold=args.post_threshold,
+        block=args.block,
+        device=args.device,
+        flip_tta=args.tta,
+    )
+    steps = iter_bulk_assign(
+        job,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    result = drive_bulk(steps, "assign, block by block", args.quiet)
+    print(
+        f"wrote {result.out} ({_count(result.n_edges, 'edge')}; "
+        f"{_count(result.unassigned, 'cleft')} without partners; {result.run.describe()})"
     )
     return 0

@@ -14,8 +14,11 @@ from napari_avan.cli._common import (
     _refuse_existing,
     _voxel_size,
     _voxel_size_of,
+    add_bulk_options,
     add_run_options,
     drive,
+    drive_bulk,
+    wants_bulk,
 )
 
 
@@ -46,6 +49,7 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--tta", action="store_true", help="average the in-plane flips")
     add_run_options(p)
+    add_bulk_options(p)
     p.set_defaults(func=cmd_detect)
 
 
@@ -54,8 +58,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from napari_avan.io import read_volume, write_table, write_volume
     from napari_avan.models.checkpoint import resolve_model
     from napari_avan.models.detect import iter_detect
-    from napari_avan.models.device import plan
+    from napari_avan.models.device import plan, tune_allocator
 
+    tune_allocator()  # this process runs a network over a whole volume
+    if wants_bulk(args):
+        return _bulk_detect(args)
     image = read_volume(args.image, args.voxel_size, lazy=False, role="image")
     vs = _voxel_size_of(args.image, image)
     out = Path(args.out)
@@ -82,4 +89,37 @@ def cmd_detect(args: argparse.Namespace) -> int:
         write_volume(tmp, detection.clefts, vs, format="zarr", key="clefts")
         write_table(detection.table, tmp / "clefts.csv")
     print(f"wrote {out} ({_count(len(detection.table), 'cleft')})")
+    return 0
+
+
+def _bulk_detect(args: argparse.Namespace) -> int:
+    """``detect`` block by block (napari_avan.bulk): the volume is never read whole."""
+    from napari_avan.bulk import iter_bulk_detect, plan_job
+    from napari_avan.types import AvanInputError
+
+    if args.join_radius_nm > 0:
+        raise AvanInputError(
+            "--join-radius-nm is not available block by block yet: drop it, or run without "
+            "--workers/--scheduler/--block/--resume on a volume that fits in memory"
+        )
+    job = plan_job(
+        args.image,
+        Path(args.out),
+        model=args.model,
+        voxel_size_nm=args.voxel_size,
+        threshold=args.threshold,
+        min_size=args.min_size,
+        block=args.block,
+        device=args.device,
+        flip_tta=args.tta,
+    )
+    steps = iter_bulk_detect(
+        job,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
+    result = drive_bulk(steps, "detect, block by block", args.quiet)
+    print(f"wrote {result.out} ({_count(result.n_clefts, 'cleft')}; {result.run.describe()})")
     return 0

@@ -217,7 +217,8 @@ def as_partner_table(table: pd.DataFrame) -> pd.DataFrame:
 # --- cleft table ------------------------------------------------------------------------------
 
 
-def _cleft_frame(stats: LabelStatistics) -> pd.DataFrame:
+def cleft_frame(stats: LabelStatistics) -> pd.DataFrame:
+    """The cleft table (:data:`CLEFT_COLUMNS`) of per-cleft statistics."""
     if stats.ids.size and int(stats.ids.max()) > _INT64_MAX:
         raise AvanInputError("cleft ids above 2**63 - 1 do not fit the int64 table columns")
     data: dict[str, np.ndarray] = {
@@ -246,7 +247,7 @@ def cleft_table(clefts: np.ndarray, prob: np.ndarray | None = None) -> pd.DataFr
         columns.
     """
     clefts = check_label_volume(clefts, "clefts")
-    return _cleft_frame(label_statistics(clefts, prob))
+    return cleft_frame(label_statistics(clefts, prob))
 
 
 # --- edge table -------------------------------------------------------------------------------
@@ -385,6 +386,7 @@ def edge_table(
     updated: str | None = None,
     radius_nm: float = DEFAULT_DILATION_RADIUS_NM,
     n_sections: int = DEFAULT_DILATION_SECTIONS,
+    statistics: LabelStatistics | None = None,
 ) -> pd.DataFrame:
     """The edge table (docs/architecture.md): one row per row of ``partners``, in that order.
 
@@ -412,6 +414,9 @@ def edge_table(
         updated: ISO timestamp written in ``updated``; default now (UTC, seconds).
         radius_nm: in-plane radius of the candidate region.
         n_sections: sections spanned by the candidate region (odd).
+        statistics: the clefts' :func:`label_statistics` when known; the volumes are then
+            only sliced around the clefts (they may be lazy arrays), but for a partner
+            with no voxel near its cleft, which is searched for in the whole segmentation.
 
     Returns:
         A DataFrame with columns :data:`EDGE_COLUMNS`; cleft columns (``centroid_*``,
@@ -421,8 +426,9 @@ def edge_table(
         AvanInputError: when shapes differ, a cleft id of ``partners`` has no voxel in
             ``clefts``, or a partner id has no voxel in ``segmentation``.
     """
-    clefts = check_label_volume(clefts, "clefts")
-    segmentation = check_label_volume(segmentation, "segmentation")
+    if statistics is None:
+        clefts = check_label_volume(clefts, "clefts")
+        segmentation = check_label_volume(segmentation, "segmentation")
     check_same_shape(clefts=clefts, segmentation=segmentation)
     voxel_size = np.asarray(check_voxel_size(voxel_size_nm), dtype=np.float64)
     try:
@@ -434,8 +440,8 @@ def edge_table(
     table = as_partner_table(partners)
     structure = inplane_structure(radius_nm, voxel_size, n_sections)
 
-    stats = label_statistics(clefts)
-    cleft_rows = _cleft_frame(stats).set_index("cleft_segid", drop=False)
+    stats = label_statistics(clefts) if statistics is None else statistics
+    cleft_rows = cleft_frame(stats).set_index("cleft_segid", drop=False)
     wanted = np.unique(table["cleft_id"].to_numpy())
     absent = np.setdiff1d(wanted, cleft_rows.index.to_numpy())
     if absent.size:
@@ -472,7 +478,8 @@ def edge_table(
     missing_segments = []
     cleft_ids = table["cleft_id"].to_numpy(np.int64)
     for (seg_id, side), rows_out in outside.items():
-        anywhere = np.argwhere(segmentation == seg_id).astype(np.int64)  # rare slow path
+        # rare slow path: the whole segmentation
+        anywhere = np.argwhere(np.asarray(segmentation[:, :, :]) == seg_id).astype(np.int64)
         if anywhere.size == 0:
             missing_segments.append(seg_id)
             continue

@@ -28,6 +28,7 @@ import torch
 from napari_avan.core.geometry import (
     DEFAULT_DILATION_RADIUS_NM,
     DEFAULT_DILATION_SECTIONS,
+    LabelStatistics,
     inplane_structure,
     label_statistics,
 )
@@ -87,12 +88,15 @@ def iter_assign(
     n_sections: int = DEFAULT_DILATION_SECTIONS,
     batch_size: int = 4,
     flip_tta: bool = False,
+    statistics: LabelStatistics | None = None,
 ) -> Iterator[AssignProgress]:
     """Assign partners to clefts with an AVAN model.
 
     Args:
         model: AVAN (2 inputs: image, cleft mask; 2 outputs: pre, post).
-        image, clefts, segmentation: (z, y, x) volumes of one shape.
+        image, clefts, segmentation: (z, y, x) volumes of one shape: numpy arrays, or
+            anything sliced like them (with ``statistics``, only the regions around the
+            clefts are read).
         voxel_size_nm: their voxel size.
         cleft_ids: clefts to assign (default: all).
         run: device plan.
@@ -102,6 +106,8 @@ def iter_assign(
         radius_nm, n_sections: candidate region: the cleft dilated in-plane.
         batch_size: patches per forward pass.
         flip_tta: average the outputs over the four in-plane flips (4x the compute).
+        statistics: the clefts' :func:`~napari_avan.core.geometry.label_statistics`
+            when known (a blockwise run measures them block by block).
     """
     network = model.network
     config = getattr(network, "config", None)
@@ -124,7 +130,7 @@ def iter_assign(
             raise AvanInputError(f"the model's patch {patch} is not a multiple of {d} along {axis}")
     extent = tuple(max(1, round(p * w / v)) for p, w, v in zip(patch, working, voxel, strict=True))
 
-    stats = label_statistics(clefts)
+    stats = label_statistics(clefts) if statistics is None else statistics
     index = {int(c): i for i, c in enumerate(stats.ids)}
     wanted = [int(c) for c in (stats.ids if cleft_ids is None else cleft_ids)]
     missing = [c for c in wanted if c not in index]

@@ -19,7 +19,7 @@ from napari_avan.models.device import RunPlan
 from napari_avan.models.inference import (
     adapt_batchnorm,
     iter_predict,
-    resample,
+    resample_linear,
     to_float,
     working_shape,
 )
@@ -136,7 +136,7 @@ def iter_detect(
         raise AvanInputError("this model is not a cleft detector (it must take the image alone)")
     config = network.config
     work_shape = working_shape(image.shape, voxel, working)
-    work = resample(to_float(np.asarray(image)), work_shape, order=1)
+    work = resample_linear(to_float(np.asarray(image)), work_shape)
     patch, overlap = detector_windows(meta, work_shape, config.divisor)
     post = meta.get("postprocess") or {}
     if threshold is None:
@@ -163,7 +163,7 @@ def iter_detect(
             result = step.result
             total = step.total
     assert result is not None
-    prob = resample(cleft_map(meta, result), tuple(image.shape), order=1).astype(np.float32)
+    prob = resample_linear(cleft_map(meta, result), tuple(image.shape))
     clefts = clefts_from_probability(
         prob,
         threshold=threshold,

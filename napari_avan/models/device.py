@@ -34,6 +34,37 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_allocator() -> bool:
+    """Keep large freed buffers in the heap for reuse (glibc; elsewhere a no-op).
+
+    By default glibc maps every buffer over 128 KiB from the OS and unmaps it when freed,
+    so each network layer's activations are paged in again on every patch; dask's nannies
+    make it worse (they set ``MALLOC_TRIM_THRESHOLD_``, which freezes that threshold). With
+    buffers up to 64 MiB kept, the bundled detector ran a patch in 0.35 s instead of 0.40 s
+    (0.52 s under a nanny's setting) on one thread of a 2-core AMD EPYC. For processes that
+    run networks (the command line, bulk workers); resident memory stays higher.
+
+    Returns:
+        Whether the allocator took the settings.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        trim_ok = libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    return bool(mmap_ok and trim_ok)
+
+
 def pick_device(name: str | None = None) -> torch.device:
     """The device to run on: ``auto`` (or None) tries cuda, then mps, then cpu.
 

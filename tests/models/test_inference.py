@@ -179,3 +179,49 @@ def test_adapt_batchnorm_limits_and_passthrough() -> None:
     assert adapt_batchnorm(group, volume, patch=(2, 16, 16), run=FP32) is group
     with pytest.raises(AvanInputError, match="max_patches"):
         adapt_batchnorm(net, volume, patch=(2, 16, 16), max_patches=0, run=FP32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "target"), [((5, 17, 23), (9, 8, 40)), ((6, 30, 30), (6, 21, 44))]
+)
+def test_resample_linear_is_zoom_and_blocks_are_exact(shape, target) -> None:
+    from scipy import ndimage
+
+    from napari_avan.models.inference import linear_source_span, resample_linear
+
+    volume = np.random.default_rng(0).random(shape).astype(np.float32)
+    whole = resample_linear(volume, target)
+    factors = [t / s for t, s in zip(target, shape, strict=True)]
+    zoomed = ndimage.zoom(
+        volume.astype(np.float64), factors, order=1, mode="nearest", grid_mode=True
+    )
+    np.testing.assert_allclose(whole, zoomed[: target[0], : target[1], : target[2]], atol=1e-6)
+    # any block, from only the input voxels it reads, is the same block of the whole, bit for bit
+    for region in (
+        ((1, 4), (2, 7), (0, 40)),
+        ((0, 1), (0, 8), (13, 14)),
+        ((2, 6), (3, 21), (5, 44)),
+    ):
+        region = tuple((a, min(b, t)) for (a, b), t in zip(region, target, strict=True))
+        span = [
+            linear_source_span(s, t, a, b)
+            for s, t, (a, b) in zip(shape, target, region, strict=True)
+        ]
+        part = volume[tuple(slice(a, b) for a, b in span)]
+        block = resample_linear(part, target, region=region, source_offset=[a for a, _ in span],
+                                source_shape=shape)  # fmt: skip
+        np.testing.assert_array_equal(block, whole[tuple(slice(a, b) for a, b in region)])
+
+
+def test_blending_is_exact_in_any_order() -> None:
+    """The fixed-point sums of weighted patches do not depend on the order they are added."""
+    from napari_avan.models.inference import bump, fixed_point
+
+    rng = np.random.default_rng(2)
+    weight = bump((2, 8, 8), (1, 4, 4))
+    patches = [rng.random((1, 2, 8, 8)).astype(np.float32) for _ in range(6)]
+    forward = sum(fixed_point(p, weight) for p in patches)
+    backward = sum(fixed_point(p, weight) for p in patches[::-1])
+    np.testing.assert_array_equal(forward, backward)
+    mean = forward / 2**40 / (6 * weight)
+    np.testing.assert_allclose(mean, np.mean(np.asarray(patches, np.float64), axis=0), rtol=1e-9)

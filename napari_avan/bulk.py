@@ -1,1 +1,0 @@
-"""Blockwise detection and assignment on dask (arrives with the bulk-processing issue)."""
