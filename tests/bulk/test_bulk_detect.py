@@ -213,3 +213,18 @@ def test_an_existing_dask_cluster_gives_the_same_output(detector, tmp_path) -> N
         for proc in (worker, scheduler):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "key", "spec_key"),
+    [("image.h5", "hdf5", "volumes/raw", "volumes/raw"), ("image.ome.zarr", "ome-zarr", None, "0")],
+)
+def test_bulk_reads_hdf5_and_ome_zarr_lazily(detector, tmp_path, name, fmt, key, spec_key) -> None:
+    """Chunked HDF5 datasets and OME-Zarr levels are volume specs like any other."""
+    image, voxel = noise_image((13, 90, 100)), (50.0, 6.0, 7.0)
+    whole = whole_volume(detector, image, voxel)
+    write_volume(tmp_path / name, image, voxel, format=fmt, key=key, chunks=(4, 32, 32))
+    spec = f"{tmp_path / name}:{spec_key}"
+    _, result = _bulk(detector, spec, tmp_path / "out.zarr", block=(4, 40, 40), workers=0)
+    assert result.n_clefts == int(whole[1].max())
+    assert_same_outputs(tmp_path / "out.zarr", whole)
