@@ -138,6 +138,16 @@ def drive_bulk(steps: Iterable[Any], desc: str, quiet: bool) -> Any:
     return result
 
 
+def bulk_run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Where and how a bulk job runs, from the bulk options and ``--overwrite``."""
+    return {
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+    }
+
+
 def wants_bulk(args: argparse.Namespace) -> bool:
     return any(
         (args.workers is not None, args.scheduler is not None, args.block is not None, args.resume)

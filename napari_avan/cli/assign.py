@@ -17,6 +17,7 @@ from napari_avan.cli._common import (
     _voxel_size_of,
     add_bulk_options,
     add_run_options,
+    bulk_run_options,
     drive,
     drive_bulk,
     wants_bulk,
@@ -190,13 +191,7 @@ def _bulk_assign(args: argparse.Namespace) -> int:
         device=args.device,
         flip_tta=args.tta,
     )
-    steps = iter_bulk_assign(
-        job,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    steps = iter_bulk_assign(job, **bulk_run_options(args))
     result = drive_bulk(steps, "assign, block by block", args.quiet)
     print(
         f"wrote {result.out} ({_count(result.n_edges, 'edge')}; "

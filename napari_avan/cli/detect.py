@@ -16,6 +16,7 @@ from napari_avan.cli._common import (
     _voxel_size_of,
     add_bulk_options,
     add_run_options,
+    bulk_run_options,
     drive,
     drive_bulk,
     wants_bulk,
@@ -113,13 +114,7 @@ def _bulk_detect(args: argparse.Namespace) -> int:
         device=args.device,
         flip_tta=args.tta,
     )
-    steps = iter_bulk_detect(
-        job,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-    )
+    steps = iter_bulk_detect(job, **bulk_run_options(args))
     result = drive_bulk(steps, "detect, block by block", args.quiet)
     print(f"wrote {result.out} ({_count(result.n_clefts, 'cleft')}; {result.run.describe()})")
     return 0
