@@ -174,17 +174,6 @@ class WindowGrid:
         index = np.pad(np.arange(n), self.pads[axis], mode=self.pad_mode)  # type: ignore[call-overload]
         return np.asarray(index[span[0] : span[1]], dtype=np.int64)
 
-    def unpadded(self, box: Sequence[Span]) -> Box | None:
-        """``box`` (padded coordinates) within the working volume, in its coordinates; None
-        when it lies wholly in the padding."""
-        out = []
-        for (a, b), (before, _), n in zip(box, self.pads, self.work_shape, strict=True):
-            lo, hi = max(0, a - before), min(n, b - before)
-            if lo >= hi:
-                return None
-            out.append((lo, hi))
-        return out[0], out[1], out[2]
-
 
 def make_window_grid(
     work_shape: Sequence[int],
