@@ -3,15 +3,25 @@
 The detector runs in a worker thread on a copy of the chosen region; the results land in
 two layers aligned with the image: ``cleft probability`` (float image) and
 ``predicted clefts`` (labels), which later runs update region by region.
+
+The whole volume of a layer read from a file (its ``napari_avan_source`` spec) runs block
+by block instead (:mod:`napari_avan.bulk`, as ``napari-avan detect --workers``): never read
+whole, written to a zarr store (``output``), resumable; napari shows the store's arrays
+lazily, in layers of their own that viewport and box runs leave alone.
 """
 
 from __future__ import annotations
 
+import contextvars
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
+    FileEdit,
     FloatSpinBox,
     PushButton,
     SpinBox,
@@ -23,7 +33,7 @@ from napari_avan._napari._geometry import (
     shapes_box,
     viewer_viewport_box,
 )
-from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND
+from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND, SOURCE_SPEC_KEY
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._session_hub import hub_for
@@ -41,6 +51,76 @@ SCOPES = ("viewport", "whole volume", "drawn box")
 CONTEXT_VOXELS = (2, 32, 32)
 #: The clefts layer's metadata key for the highest cleft id a run gave so far.
 LAST_ID_KEY = "last_cleft_id"
+#: Output blocks of a whole-volume run block by block (None: the bulk default).
+BULK_BLOCK: tuple[int, int, int] | None = None
+
+SCOPE_TOOLTIP = (
+    "viewport / drawn box: in memory, into the 'predicted clefts' layer.\n"
+    "whole volume: on a layer read from a file (File > Open with napari-avan), block by "
+    "block into the zarr store 'output' (out of core, resumable; shown lazily); on a layer "
+    "that lives only in napari, in memory like the others."
+)
+OUTPUT_TOOLTIP = (
+    "the zarr store a whole-volume run writes (cleft_prob, clefts, clefts.csv).\n"
+    "Detect again with the same settings resumes a cancelled run (finished blocks are "
+    "kept) or shows a finished one; other settings are refused, never overwritten: "
+    "choose another output to start again."
+)
+WORKERS_TOOLTIP = (
+    "whole volume block by block: 0 runs the blocks in this process; N on a local dask "
+    "cluster of N worker processes"
+)
+
+
+def default_output(spec: str) -> Path:
+    """Where a whole-volume run of the volume ``spec`` writes unless told:
+    ``predictions/<image stem>[-<key>]-clefts.zarr`` beside the sessions folder."""
+    from napari_avan.core.session.session import sessions_home
+    from napari_avan.io import parse_spec
+
+    try:
+        parsed = parse_spec(spec)
+        path, key = Path(parsed.path), parsed.key
+    except AvanInputError:
+        path, key = Path(spec), None
+    stem = path.name.split(".")[0] or "image"
+    if key:
+        stem = f"{stem}-{key.rstrip('/').rsplit('/', 1)[-1]}"
+    return sessions_home().parent / "predictions" / f"{stem}-clefts.zarr"
+
+
+def bulk_refusal(job: Any) -> str | None:
+    """Why a whole-volume run may not go into ``job``'s store, for the dock (None when it
+    may: no store yet, or an unfinished or finished run with the same settings, which it
+    resumes or shows). :func:`napari_avan.bulk.iter_bulk_detect` checks the same."""
+    from napari_avan.bulk.detect import LEDGER
+
+    root = Path(job.root)
+    if not root.exists():
+        return None
+    params = root / LEDGER / "params.json"
+    before: Any
+    if params.is_file():
+        before, what = json.loads(params.read_text()), "was started"
+    elif (root / "clefts.csv").is_file():
+        import zarr
+
+        try:
+            before = zarr.open_group(str(root), mode="r").attrs.get("bulk_detect")
+        except Exception:  # not a zarr group
+            before = None
+        what = "was made"
+    else:
+        before = None
+    if not isinstance(before, dict):
+        return f"{root} exists and holds no whole-volume detection: choose another output"
+    changed = sorted(k for k in set(before) | set(job.params) if before.get(k) != job.params.get(k))
+    if not changed:
+        return None
+    return (
+        f"{root} {what} with other settings ({', '.join(changed)} differ): Detect with "
+        "the same settings to resume or show it, or choose another output to start again"
+    )
 
 
 class DetectWidget(ModelWidget):
@@ -50,9 +130,17 @@ class DetectWidget(ModelWidget):
         super().__init__(viewer, "cleft-detector", "napari-avan train clefts")
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.scope = ComboBox(label="scope", choices=list(SCOPES), value="viewport")
+        self.scope.tooltip = SCOPE_TOOLTIP
         self.box_layer = create_widget(
             annotation="napari.layers.Shapes", label="box layer", options={"nullable": True}
         )
+        self.output = FileEdit(
+            label="output", mode="w", value="", filter="*.zarr", tooltip=OUTPUT_TOOLTIP
+        )
+        self.workers = SpinBox(
+            label="workers", min=0, max=max(1, os.cpu_count() or 1), value=0,
+            tooltip=WORKERS_TOOLTIP,
+        )  # fmt: skip
         self.threshold = FloatSpinBox(label="threshold", min=0.01, max=0.99, step=0.05)
         self.min_size = SpinBox(label="min size (voxels)", min=1, max=10_000_000)
         self.run_button = PushButton(text="Detect clefts")
@@ -64,6 +152,8 @@ class DetectWidget(ModelWidget):
                 self.device,
                 self.scope,
                 self.box_layer,
+                self.output,
+                self.workers,
                 self.threshold,
                 self.min_size,
                 self.run_button,
@@ -73,6 +163,13 @@ class DetectWidget(ModelWidget):
         )
         self.run_button.changed.connect(self.run)
         self.last_result: Any = None
+        #: the store of the running (or last) whole-volume run block by block
+        self._bulk_out: Path | None = None
+        self._bulk_steps: Any = None
+        self._default_output: Path | None = None
+        self.scope.changed.connect(self._on_scope)
+        self.image.changed.connect(self._update_bulk_controls)
+        self._update_bulk_controls()
         self._load_defaults()
 
     # --- settings -----------------------------------------------------------------------
@@ -98,6 +195,49 @@ class DetectWidget(ModelWidget):
     def reset_choices(self, *args: Any) -> None:
         super().reset_choices(*args)
         self._update_min_size()
+        if hasattr(self, "_default_output"):
+            self._update_bulk_controls()
+
+    def bulk_source(self) -> str | None:
+        """The volume spec a whole-volume run reads block by block (the image layer was
+        read from that file), or None: this scope and layer run in memory."""
+        layer = self.image.value
+        if self.scope.value != "whole volume" or layer is None:
+            return None
+        if getattr(layer, "multiscale", False):
+            return None
+        spec = (layer.metadata or {}).get(SOURCE_SPEC_KEY)
+        return str(spec) if spec else None
+
+    def _chosen_output(self) -> Path | None:
+        text = str(self.output.value or "")
+        if not text or text in (".", str(Path.cwd())):
+            return None
+        return Path(text).expanduser()
+
+    def _update_bulk_controls(self, *_: Any) -> None:
+        """Output and workers are shown for a whole-volume run block by block only; the
+        output follows the image unless the user chose one."""
+        spec = self.bulk_source()
+        self.output.visible = self.workers.visible = spec is not None
+        if spec is None:
+            return
+        default = default_output(spec)
+        if self._chosen_output() in (None, self._default_output):
+            self.output.value = default
+        self._default_output = default
+
+    def _on_scope(self, *_: Any) -> None:
+        self._update_bulk_controls()
+        if self.scope.value != "whole volume" or self.runner.busy:
+            return
+        if self.bulk_source() is not None:
+            self.status.value = (
+                "whole volume: block by block into the output store (out of core; "
+                "Detect again resumes a cancelled run)"
+            )
+        else:
+            self.status.value = "whole volume: in memory (this layer was not read from a file)"
 
     # --- running ------------------------------------------------------------------------
 
@@ -132,6 +272,10 @@ class DetectWidget(ModelWidget):
         voxel = layer_voxel_size(layer)  # also checks that it is a 3D volume
         if getattr(layer, "multiscale", False):
             raise AvanInputError(f"layer '{layer.name}' is multiscale: open level 0 alone")
+        source = self.bulk_source()
+        if source is not None:
+            return self._start_bulk(layer, source, voxel)
+        self._bulk_out = None
         box = self.region()
         data = layer.data
         self._failed = False
@@ -156,11 +300,159 @@ class DetectWidget(ModelWidget):
             progress=lambda step: (step.done, step.total),
         )
 
+    def _start_bulk(self, layer: Any, source: str, voxel: Any) -> Any:
+        """The whole volume of a layer read from ``source``, block by block into the
+        output store (:func:`napari_avan.bulk.iter_bulk_detect`, resumed when it holds an
+        unfinished run with the same settings)."""
+        from napari_avan.bulk import iter_bulk_detect, plan_job
+
+        out = (self._chosen_output() or default_output(source)).resolve()
+        model = self.model_spec or None
+        device, workers = str(self.device.value), int(self.workers.value)
+        threshold, min_size = float(self.threshold.value), int(self.min_size.value)
+        block = BULK_BLOCK
+        self._failed = False
+        self._bulk_out = out
+        where = "this process" if workers == 0 else f"{workers} dask workers"
+        self.status.value = f"whole volume, block by block on {where} into {out}..."
+
+        def work() -> Any:
+            job = plan_job(
+                source,
+                out,
+                model=model,
+                voxel_size_nm=voxel,
+                threshold=threshold,
+                min_size=min_size,
+                block=block,
+                device=device,
+            )
+            refusal = bulk_refusal(job)
+            if refusal is not None:
+                raise AvanInputError(refusal)
+            running = self.runner.job  # this job: the runner set it before starting us
+            out.parent.mkdir(parents=True, exist_ok=True)
+            steps = iter_bulk_detect(job, workers=workers, resume=True)
+            # Stopped here once cancelled (its local cluster too), off the GUI thread; a
+            # cancel that lands between steps is never resumed, so _on_done closes it. It
+            # runs in a context of its own: a dask client resets its context variables in
+            # the context that set them.
+            context = contextvars.copy_context()
+            self._bulk_steps = (context, steps)
+            while True:
+                try:
+                    step = context.run(next, steps)
+                except StopIteration:
+                    return
+                if running is not None and running.cancelled:
+                    context.run(steps.close)
+                    return
+                yield step
+
+        return self.runner.start(
+            "Detect clefts",
+            work,
+            kind=JobKind.DETECT,
+            on_yield=lambda step: self._on_bulk_step(step, layer, voxel, out),
+            on_done=self._on_done,
+            on_error=lambda reason: self._fail(reason, tell=False),
+            progress=lambda step: (step.done, step.total),
+        )
+
     def _on_done(self, completed: bool) -> None:
+        started, self._bulk_steps = self._bulk_steps, None
+        if started is not None:  # the worker thread has ended: stop a cancelled run's cluster
+            context, steps = started
+            context.run(steps.close)
         self.run_button.enabled = True
         self.cancel_button.enabled = False
         if not completed and not self._failed:
-            self.status.value = "cancelled: nothing was written"
+            if self._bulk_out is not None:
+                self.status.value = (
+                    f"cancelled: finished blocks are kept in {self._bulk_out}; Detect again resumes"
+                )
+            else:
+                self.status.value = "cancelled: nothing was written"
+
+    def _on_bulk_step(self, step: Any, image_layer: Any, voxel: Any, out: Path) -> None:
+        if step.result is None:
+            self.status.value = (
+                f"whole volume, block by block: {step.phase} ({step.done}/{step.total} "
+                f"tasks) into {out.name}"
+            )
+            return
+        result = step.result
+        kept = self._show_store(Path(result.out), image_layer, voxel)
+        self.last_result = result
+        run = result.run
+        how = (
+            "made before with these settings"
+            if run.tasks_run == 0 and run.tasks_skipped == 0
+            else run.describe()
+        )
+        note = "; the session's clefts layer is left as it is" if kept else ""
+        self.status.value = f"{result.n_clefts} clefts found in the whole volume ({how}){note}"
+
+    def _show_store(self, out: Path, image_layer: Any, voxel: Any) -> bool:
+        """The store's probability and clefts as layers, lazily (read-only zarr arrays):
+        those already showing this store get the data again, else new ones. A clefts
+        layer that a proofreading session shows is left alone (True then)."""
+        import pandas as pd
+        import zarr
+
+        prob = zarr.open_array(store=str(out / "cleft_prob"), mode="r")
+        clefts = zarr.open_array(store=str(out / "clefts"), mode="r")
+        table = pd.read_csv(out / "clefts.csv")
+        specs = {PROB_KIND: f"{out}:cleft_prob", CLEFTS_KIND: f"{out}:clefts"}
+        hub = hub_for(self._viewer)
+        found: dict[str, Any] = {}
+        for layer in self._viewer.layers:
+            meta = layer.metadata or {}
+            kind = meta.get("napari_avan_kind")
+            if kind in specs and meta.get(SOURCE_SPEC_KEY) == specs[kind]:
+                found[kind] = layer
+        names = {layer.name for layer in self._viewer.layers}
+
+        def name(base: str) -> str:
+            return base if base not in names else f"{base} (whole volume)"
+
+        def metadata(kind: str) -> dict[str, Any]:
+            return {
+                "napari_avan_kind": kind,
+                "source_layer": image_layer.name,
+                "voxel_size_nm": tuple(voxel),
+                SOURCE_SPEC_KEY: specs[kind],
+            }
+
+        common = {"scale": tuple(image_layer.scale), "translate": tuple(image_layer.translate)}
+        if PROB_KIND in found:
+            found[PROB_KIND].data = prob
+            found[PROB_KIND].metadata.update(metadata(PROB_KIND))
+        else:
+            self._viewer.add_image(
+                prob,
+                name=name("cleft probability"),
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                blending="additive",
+                metadata=metadata(PROB_KIND),
+                **common,
+            )
+        layer = found.get(CLEFTS_KIND)
+        if layer is not None and hub.session is not None and hub.clefts is layer:
+            return True
+        if layer is not None:
+            layer.data = clefts
+            layer.metadata.update(metadata(CLEFTS_KIND))
+        else:
+            layer = self._viewer.add_labels(
+                clefts, name=name("predicted clefts"), opacity=0.8, metadata=metadata(CLEFTS_KIND),
+                **common,
+            )  # fmt: skip
+        layer.editable = False
+        layer.metadata["cleft_table"] = table
+        layer.metadata[LAST_ID_KEY] = int(table["cleft_segid"].max()) if len(table) else 0
+        return False
 
     def _on_step(self, step: Any, image_layer: Any, box: Box, voxel: Any) -> None:
         if step.result is None:
@@ -236,11 +528,13 @@ class DetectWidget(ModelWidget):
         )
 
     def _output_layers(self, image_layer: Any, voxel: Any) -> tuple[Any, Any]:
-        """This image's probability and clefts layers, made on first use."""
+        """This image's in-memory probability and clefts layers, made on first use."""
         shape = tuple(int(n) for n in image_layer.data.shape)
         found: dict[str, Any] = {}
         for layer in self._viewer.layers:
             meta = layer.metadata or {}
+            if SOURCE_SPEC_KEY in meta:
+                continue  # read from a file (a whole-volume run's store): never written here
             if meta.get("source_layer") == image_layer.name and tuple(layer.data.shape) == shape:
                 kind = meta.get("napari_avan_kind")
                 if kind in (PROB_KIND, CLEFTS_KIND):

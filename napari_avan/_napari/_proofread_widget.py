@@ -258,6 +258,8 @@ class ProofreadWidget(Container):
         session, image, seg = self.session, self.hub.image, self.hub.segmentation
         if session is None or image is None or seg is None:
             raise AvanInputError("no session: start one (New session) or open one")
+        if not session.in_memory:
+            return self._assign_all_bulk(session)
         labels = session.labels
         whole = tuple(slice(0, n) for n in labels.shape)
         points = clefts_in_box(labels, whole)  # type: ignore[arg-type]
@@ -292,6 +294,70 @@ class ProofreadWidget(Container):
             )
 
         self.status.value = f"assigning {len(points)} clefts..."
+        return runner_for(self._viewer).start(
+            "Assign every cleft",
+            work,
+            kind=JobKind.ASSIGN,
+            on_yield=on_yield,
+            on_done=on_done,
+            on_error=lambda reason: setattr(self.status, "value", reason),
+            progress=lambda step: (step.done, step.total),
+        )
+
+    def _assign_all_bulk(self, session: Session) -> Any:
+        """:meth:`assign_all` for a session kept on disk: the bulk assignment
+        (:mod:`napari_avan.bulk.assign`) reads the volumes block by block from their files,
+        in ``SESSION/assign-all/`` (Cancel keeps its finished blocks, and the next run
+        resumes them); its ``assign`` decisions are applied when it ends."""
+        import json
+        import shutil
+
+        from napari_avan._napari._workers import JobKind, runner_for
+        from napari_avan.bulk.assign import iter_bulk_assign, plan_assign_job
+
+        specs = {}
+        for key in ("image", "segmentation"):
+            spec = session.meta.get("volumes", {}).get(key)
+            if not spec:
+                raise AvanInputError(f"the session names no {key} file: it is needed to assign")
+            specs[key] = spec if Path(spec).expanduser().is_absolute() else f"{session.path}/{spec}"
+        model = session.meta.get("models", {}).get("avan") or None
+        folder = session.path / "assign-all"
+        folder.mkdir(exist_ok=True)
+        decisions = folder / "decisions.jsonl"
+        job = plan_assign_job(
+            specs["image"], str(session.path / "clefts.zarr"), specs["segmentation"],
+            folder / "edges.csv", model=None if model == "avan" else model,
+            voxel_size_nm=session.voxel_size_nm, polyadic=True, decisions=decisions,
+        )  # fmt: skip
+
+        def work() -> Any:
+            yield from iter_bulk_assign(job, workers=0, resume=True)
+
+        def on_yield(step: Any) -> None:
+            self.status.value = f"assigning ({step.phase}): {step.done} of {step.total} tasks"
+            if step.result is None:
+                return
+            applied = 0
+            for line in decisions.read_text().splitlines():
+                decision = json.loads(line)
+                if int(decision["cleft"]) in session.records:  # not deleted meanwhile
+                    session.apply(decision)
+                    applied += 1
+            shutil.rmtree(folder)  # every decision is in the journal now
+            self.status.value = (
+                f"assigned {applied} clefts: the queue is ordered by their uncertainty"
+            )
+
+        def on_done(completed: bool) -> None:
+            if session is self.session:
+                self.rebuild_queue()
+            if not completed:
+                self.status.value = (
+                    "assignment stopped: its finished blocks are kept; assign again to resume"
+                )
+
+        self.status.value = "assigning every cleft, block by block..."
         return runner_for(self._viewer).start(
             "Assign every cleft",
             work,
@@ -471,7 +537,7 @@ class ProofreadWidget(Container):
         from napari.utils.colormaps import DirectLabelColormap
 
         layer = self._viewer.add_labels(
-            np.zeros(shape, np.uint8),
+            self._scratch(shape),
             name=OUTLINE,
             scale=tuple(seg.scale),
             translate=tuple(seg.translate),
@@ -681,13 +747,16 @@ class ProofreadWidget(Container):
         if session.segmentation is None:
             if self.hub.segmentation is None or self.hub.image is None:
                 raise AvanInputError("the session has no segmentation or image layer")
-            session.segmentation = np.asarray(self.hub.segmentation.data)
+            seg, image = self.hub.segmentation.data, self.hub.image.data
+            # a session kept on disk reads its volumes around each seed, never whole
+            session.segmentation = np.asarray(seg) if session.in_memory else seg
             session.probability = session_volume(session, "prob", "cleft probability")
         if session.assigner is None:
             spec = str(session.meta.get("models", {}).get("avan") or "avan")
             model, run = MODELS.get(spec, "avan", "auto")
+            image = self.hub.image.data
             session.assigner = avan_assigner(
-                model, np.asarray(self.hub.image.data), session.segmentation,
+                model, np.asarray(image) if session.in_memory else image, session.segmentation,
                 session.voxel_size_nm, run=run,
             )  # fmt: skip
         return session
@@ -705,7 +774,7 @@ class ProofreadWidget(Container):
         """The voxels painted in the ``new cleft`` layer become a new cleft (the layer is
         made, empty, on first use: paint in it, then commit)."""
         layer = self._new_cleft_layer()
-        voxels = np.argwhere(np.asarray(layer.data) > 0)
+        voxels = painted_voxels(layer.data)
         if voxels.size == 0:
             raise AvanInputError(
                 f"paint the missed cleft in the '{NEW_CLEFT}' layer first, then commit"
@@ -718,6 +787,20 @@ class ProofreadWidget(Container):
         self._after_edit(cleft)
         return cleft
 
+    def _scratch(self, shape: tuple[int, ...]) -> Any:
+        """An empty uint8 volume for a layer the dock draws or paints in: numpy, or for a
+        session kept on disk a zarr array in memory that stores only the chunks written."""
+        session = self.session
+        if session is None or session.in_memory:
+            return np.zeros(shape, np.uint8)
+        import zarr
+        from zarr.storage import MemoryStore
+
+        chunks = tuple(min(c, n) for c, n in zip((8, 256, 256), shape, strict=True))
+        return zarr.create_array(
+            store=MemoryStore(), shape=shape, chunks=chunks, dtype=np.uint8, fill_value=0
+        )
+
     def _new_cleft_layer(self) -> Any:
         for layer in self._viewer.layers:
             if layer.name == NEW_CLEFT:
@@ -726,7 +809,7 @@ class ProofreadWidget(Container):
         if seg is None:
             raise AvanInputError("no session: start one (New session) or open one")
         layer = self._viewer.add_labels(
-            np.zeros(seg.data.shape, np.uint8), name=NEW_CLEFT, scale=tuple(seg.scale),
+            self._scratch(tuple(seg.data.shape)), name=NEW_CLEFT, scale=tuple(seg.scale),
             translate=tuple(seg.translate),
         )  # fmt: skip
         layer.mode = "paint"
@@ -867,3 +950,29 @@ def _key_text(key: str) -> str:
     return "+".join(
         "Ctrl" if p == "Control" else p.upper() if len(p) == 1 else p for p in key.split("-")
     )
+
+
+def painted_voxels(data: Any) -> np.ndarray:
+    """(n, 3) voxels above 0 of a painted volume: numpy, or a zarr array (v3, default chunk
+    keys) read only in the chunks that were written."""
+    import zarr
+
+    if not isinstance(data, zarr.Array) or data.metadata.zarr_format != 3:
+        return np.argwhere(np.asarray(data) > 0)
+    from zarr.core.sync import sync
+
+    async def listed() -> list[str]:
+        return [k async for k in data.store_path.store.list_prefix(data.store_path.path)]
+
+    chunks = np.asarray(data.chunks)
+    found = []
+    for key in sync(listed()):
+        parts = key.rsplit("c/", 1)[-1].split("/") if "c/" in key else []
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            continue
+        corner = np.asarray([int(p) for p in parts]) * chunks
+        box = tuple(slice(int(c), int(c + n)) for c, n in zip(corner, chunks, strict=True))
+        where = np.argwhere(np.asarray(data[box]) > 0)
+        if where.size:
+            found.append(where + corner)
+    return np.concatenate(found) if found else np.zeros((0, 3), np.int64)

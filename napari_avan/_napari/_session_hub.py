@@ -93,6 +93,8 @@ class SessionHub:
         self.session = session
         self.image, self.clefts, self.segmentation = image, clefts, seg
         clefts.editable = False
+        if not session.in_memory and clefts.data is not session.labels.array:
+            clefts.data = session.labels.array  # its store (a copy saved elsewhere: the copy's)
         self._table = (clefts.metadata or {}).get("cleft_table")
         clefts.metadata[SESSION_KEY] = str(session.path)
         session.connect(self._on_session_event)
@@ -102,10 +104,18 @@ class SessionHub:
         """A decision that edited labels: the same edit in the clefts layer, redrawn.
 
         The layer keeps its own array (napari draws a writable array of its own faster
-        than a read-only view of the session's), changed at the edited voxels only.
+        than a read-only view of the session's), changed at the edited voxels only. A
+        session whose labels live on disk is shown from its store (read lazily, the
+        decisions written there), so the layer is only redrawn.
         """
         delta, layer = event.effect.labels, self.clefts
         if delta is None or layer is None or self.session is None:
+            return
+        if not self.session.in_memory:
+            store = self.session.labels.array
+            if layer.data is not store:
+                layer.data = store
+            layer.refresh()
             return
         data = layer.data
         fits = (
@@ -132,17 +142,34 @@ class SessionHub:
         probability layer, for re-seeding), so it can be reopened and exported alone.
         """
         from napari_avan.core.session.session import new_session_folder
+        from napari_avan.core.session.store import fits_in_memory
         from napari_avan.io.export import keep_session_volume
 
+        data = clefts.data
+        volumes = (("image", image), ("segmentation", seg), ("prob", self._prob(clefts)))
+        on_disk = not fits_in_memory(data.shape, data.dtype)
+        if on_disk:  # the session names its volumes by file: nothing is copied whole
+            for key, layer in volumes[:2]:
+                if layer is not None and not (layer.metadata or {}).get(SOURCE_SPEC_KEY):
+                    raise AvanInputError(
+                        f"the clefts are larger than memory, so the session reads the {key} "
+                        f"from its file, but layer '{layer.name}' was not read from one: "
+                        "save it as zarr and open that file in napari"
+                    )
         session = Session.create(
-            new_session_folder(clefts.name), np.asarray(clefts.data), voxel, models=models
+            new_session_folder(clefts.name),
+            data if isinstance(data, np.ndarray) or on_disk else np.asarray(data),
+            voxel,
+            models=models,
         )
-        for key, layer in (("image", image), ("segmentation", seg), ("prob", self._prob(clefts))):
+        for key, layer in volumes:
             if layer is None:
                 continue
             spec = (layer.metadata or {}).get(SOURCE_SPEC_KEY)
+            if spec is None and on_disk:
+                continue  # an unsaved probability map: re-seeds fall back to contacts
             keep_session_volume(session, key, None if spec else layer.data, spec=spec)
-        self.show(session, image, clefts, seg)
+        self.show(session, image, clefts, seg)  # on disk: the layer shows the session's store
         return session
 
     def _prob(self, clefts: Any) -> Any:
@@ -221,7 +248,8 @@ class SessionHub:
 
             chosen[key] = viewer.add_layer(Layer.create(*parts))
         clefts = viewer.add_labels(
-            np.array(session.labels),  # its own array, following the session's edits
+            # its own array, following the session's edits; or the session's store on disk
+            np.array(session.labels) if session.in_memory else session.labels.array,
             name=f"clefts ({name})",
             scale=tuple(voxel),
             opacity=0.8,

@@ -14,7 +14,10 @@ recorded in the run's ledger (``EDGES.csv.bulk/``, beside the output) when done:
    :func:`napari_avan.models.assign.iter_assign` and measure their edges with
    :func:`napari_avan.core.tables.edge_table`; the group's rows are saved in the ledger.
 
-The rows are then put in cleft order and written at once; the ledger is removed.
+The rows are then put in cleft order and written at once; the ledger is removed. With
+``decisions`` (a proofreading session's start), each cleft's assignment is also written as an
+``assign`` decision (partners, candidates and their scores: what the session's review order
+ranks by), one JSON line per cleft in cleft order.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
 
 #: Default block of the measure phase and of the grouping of clefts (z, y, x voxels).
 DEFAULT_ASSIGN_BLOCK: Shape3 = (32, 256, 256)
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2  # 2: each group also keeps its assign decisions
 
 
 @dataclass
@@ -73,6 +76,7 @@ class AssignJob:
     batch_size: int
     stamp: str
     params: dict[str, Any] = field(default_factory=dict)
+    decisions: str | None = None
 
     @property
     def ledger(self) -> Path:
@@ -204,6 +208,7 @@ def assign_group(job: AssignJob, key: str, stats: LabelStatistics, threads: int)
     import torch
 
     from napari_avan.bulk.volumes import Window
+    from napari_avan.core.session.decisions import assign_decision
     from napari_avan.core.tables import edge_table
     from napari_avan.models.assign import edge_weights, iter_assign
     from napari_avan.models.checkpoint import resolve_model
@@ -248,8 +253,10 @@ def assign_group(job: AssignJob, key: str, stats: LabelStatistics, threads: int)
     unassigned = sum(1 for a in assignments if not a.edges)
     clock["compute"] = time.perf_counter() - started
     started = time.perf_counter()
+    decisions = [assign_decision(a, model=job.model_name) for a in assignments]
     _write_atomic(job.ledger / "edges" / f"{key}.json",
-                  json.dumps({"rows": rows, "unassigned": unassigned}))  # fmt: skip
+                  json.dumps({"rows": rows, "unassigned": unassigned,
+                              "decisions": decisions}))  # fmt: skip
     _done(job, key).parent.mkdir(parents=True, exist_ok=True)
     _done(job, key).touch()
     clock["write"] = time.perf_counter() - started
@@ -284,8 +291,10 @@ def plan_assign_job(
     device: str = "auto",
     flip_tta: bool = False,
     batch_size: int = 4,
+    decisions: Path | None = None,
 ) -> AssignJob:
-    """The job of a bulk assignment; reads only the volumes' metadata and the model."""
+    """The job of a bulk assignment; reads only the volumes' metadata and the model.
+    ``decisions``: also write each cleft's ``assign`` decision there (JSON lines)."""
     from napari_avan.core.tables import timestamp
     from napari_avan.io import read_volume
     from napari_avan.models.checkpoint import resolve_model
@@ -323,6 +332,7 @@ def plan_assign_job(
         out=str(out), grid=OutputGrid((shape[0], shape[1], shape[2]), size),
         polyadic=bool(polyadic), pre_threshold=pre_threshold, post_threshold=post_threshold,
         flip_tta=bool(flip_tta), batch_size=max(1, int(batch_size)), stamp=timestamp(),
+        decisions=None if decisions is None else str(decisions),
     )  # fmt: skip
     params = {
         "ledger_version": LEDGER_VERSION,
@@ -389,6 +399,11 @@ def iter_bulk_assign(
     _start(job, resume, overwrite)
     out = Path(job.out)
     if resume and out.exists() and not job.ledger.exists():
+        if job.decisions is not None and not Path(job.decisions).is_file():
+            raise AvanInputError(
+                f"{out} was finished without its decisions {job.decisions}: pass --overwrite "
+                "to assign again"
+            )
         n = len(pd.read_csv(out))
         result = AssignResult(out, n, 0, 0, RunStats(0, 0, "nothing (it was done)"))
         yield BulkProgress("done", 0, 0, result)
@@ -425,10 +440,11 @@ def iter_bulk_assign(
                 seconds[k] = seconds.get(k, 0.0) + v
             yield BulkProgress("assign", done, total)
         description = executor.description
-    frames, unassigned = [], 0
+    frames, unassigned, decisions = [], 0, []
     for key, _ in groups:
         saved = json.loads((job.ledger / "edges" / f"{key}.json").read_text())
         unassigned += int(saved["unassigned"])
+        decisions += saved["decisions"]
         if saved["rows"]["cleft_segid"]:
             frames.append(pd.DataFrame(saved["rows"]))
     if frames:
@@ -437,6 +453,11 @@ def iter_bulk_assign(
         edges = edges[list(EDGE_COLUMNS)]
     else:
         edges = empty_edge_table()
+    if job.decisions is not None:
+        decisions.sort(key=lambda d: int(d["cleft"]))
+        _write_atomic(
+            Path(job.decisions), "".join(json.dumps(d, sort_keys=True) + "\n" for d in decisions)
+        )
     write_table(edges, out, overwrite=True)
     shutil.rmtree(job.ledger)
     seconds["wall"] = time.perf_counter() - started

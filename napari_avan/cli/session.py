@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,10 @@ from napari_avan.cli._common import (
     _same_shape,
     _voxel_size,
     _voxel_size_of,
+    add_bulk_options,
     drive,
+    drive_bulk,
+    wants_bulk,
 )
 from napari_avan.types import AvanInputError
 
@@ -33,7 +39,10 @@ def add_parser(sub: Subparsers) -> None:
         help="start a session on a volume",
         description="Start a session. Without --clefts it detects clefts and assigns their "
         "partners; with --clefts but no --edges it assigns partners with AVAN; with --edges "
-        "it takes the partners from the table. Every cleft starts pending.",
+        "it takes the partners from the table. Every cleft starts pending. With any bulk "
+        "option it runs block by block and never reads a volume whole (an unfinished run "
+        "waits in SESSION.bulk/ beside the session: --resume continues it), and the session "
+        "keeps its labels on disk when they are larger than memory.",
     )
     q.add_argument("session", help="the session folder to create")
     q.add_argument("--image", required=True, help="EM volume (volume spec)")
@@ -46,6 +55,7 @@ def add_parser(sub: Subparsers) -> None:
     q.add_argument("--avan", help="AVAN model (default: the bundled one)")
     q.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_bulk_options(q, default_block="32,512,512 to detect, 32,256,256 to assign")
     q.set_defaults(func=cmd_session_create)
 
     q = ss.add_parser(
@@ -103,6 +113,8 @@ def cmd_session_create(args: argparse.Namespace) -> int:
     from napari_avan.core.session import Session, records_from_partners
     from napari_avan.io import read_table, read_volume
 
+    if wants_bulk(args):
+        return _bulk_create(args)
     out = Path(args.session)
     if out.exists():
         raise AvanInputError(f"{out} exists: choose a new session folder")
@@ -146,6 +158,254 @@ def cmd_session_create(args: argparse.Namespace) -> int:
     status = session.status()
     print(f"wrote {out} ({_count(status['clefts'], 'cleft')}, all pending)")
     return 0
+
+
+# ----------------------------------------------------------------------------- block by block
+
+#: Beside the session ``SESSION``, the unfinished bulk run that makes it: ``SESSION.bulk``.
+STAGING_SUFFIX = ".bulk"
+
+
+def _staging(out: Path) -> Path:
+    return out.with_name(out.name + STAGING_SUFFIX)
+
+
+class _LazyVolume:
+    """A volume spec read region by region (never whole, but for ``np.asarray`` when the
+    session holds its labels in memory): what ``Session.create`` takes for a volume that
+    may be larger than memory."""
+
+    def __init__(self, spec: str, voxel_size_nm: Any, role: str) -> None:
+        from napari_avan.bulk.volumes import LazyVolume
+
+        self._volume = LazyVolume(spec, voxel_size_nm, role)
+        self.shape = self._volume.shape
+        self.dtype = self._volume.dtype
+        self.ndim = 3
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The source's chunks (dask ``chunksize``), read one region per few of them."""
+        size = getattr(self._volume.data, "chunksize", None)
+        return None if size is None else tuple(int(n) for n in size)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._volume[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        whole = self._volume[(slice(None),) * 3]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def _bulk_create(args: argparse.Namespace) -> int:
+    """``session create`` block by block (napari_avan.bulk): no volume is read whole.
+
+    The run is staged in ``SESSION.bulk/``: the detection (``detect.zarr``, unless
+    ``--clefts``), the assignment (``edges.csv`` and its ``decisions.jsonl``, unless
+    ``--edges``) and the settings (``create.json``, checked by ``--resume``). The session is
+    then made from them, the detection store moved into it as ``cleft_prob.zarr``, and the
+    staging folder removed.
+    """
+    from napari_avan.core.session import Session
+    from napari_avan.io import read_table, read_volume
+
+    out = Path(args.session)
+    staging = _staging(out)
+    if out.exists():
+        if args.resume and staging.is_dir() and (out / "session.json").is_file():
+            _finish_bulk(out, staging)  # the session was made: only the tidying was left
+            _report(out, Session.open(out))
+            return 0
+        raise AvanInputError(f"{out} exists: choose a new session folder")
+    if staging.exists() and not args.resume:
+        raise AvanInputError(
+            f"{staging} holds an unfinished 'session create' of {out}: pass --resume to "
+            f"continue it, or remove {staging} to start again"
+        )
+    # metadata only: shapes and voxel sizes are checked before anything runs
+    image = read_volume(args.image, args.voxel_size, lazy=True, role="image")
+    seg = read_volume(args.segmentation, args.voxel_size, lazy=True, role="segmentation")
+    clefts_in = read_volume(args.clefts, args.voxel_size, role="clefts") if args.clefts else None
+    prob_in = read_volume(args.prob, role="cleft probability") if args.prob else None
+    _same_shape(image=image, segmentation=seg, clefts=clefts_in, cleft_probability=prob_in)
+    vs = _voxel_size_of(args.image, image, seg, clefts_in)
+    for role, volume in (("segmentation", seg), ("clefts", clefts_in)):
+        if volume is not None and volume.data.dtype.kind not in "ui":
+            raise AvanInputError(
+                f"{role} {volume.source} has dtype {volume.data.dtype}: labels must be integers "
+                "(0 background, ids 1..N)"
+            )
+    if args.edges and not args.clefts:
+        raise AvanInputError("--edges describes given clefts: pass --clefts too")
+    edges = read_table(Path(args.edges)) if args.edges else None
+    specs = {k: _absolute(getattr(args, k)) if getattr(args, k) else None
+             for k in ("image", "segmentation", "clefts", "prob")}  # fmt: skip
+    settings = {
+        **specs,
+        "edges": str(Path(args.edges).resolve()) if args.edges else None,
+        "voxel_size_nm": list(vs),
+        "detector": args.detector,
+        "avan": args.avan,
+        "block": None if args.block is None else list(args.block),
+    }
+    _stage(staging, settings)
+    try:
+        session = _staged_run(args, specs, edges, vs, out, staging)
+    except KeyboardInterrupt:
+        print(f"the same command with --resume continues from {staging}", file=sys.stderr)
+        raise
+    _report(out, session)
+    return 0
+
+
+def _staged_run(
+    args: argparse.Namespace,
+    specs: dict[str, str | None],
+    edges: Any,
+    vs: Any,
+    out: Path,
+    staging: Path,
+) -> Any:
+    """Detect and assign into the staging folder (or continue doing so), make the session
+    from what they wrote, tidy up; the session."""
+    from napari_avan.core.session import Session, records_from_partners
+
+    # the staging folder is new or --resume was given: the jobs continue what they find
+    run = {"workers": args.workers, "scheduler": args.scheduler, "resume": True}
+    models: dict[str, str] = {}
+    if specs["clefts"] is not None:
+        clefts, prob = specs["clefts"], specs["prob"]
+    else:
+        clefts, prob = _bulk_detect(args, specs["image"], vs, staging, run)
+        models["detector"] = str(args.detector or "cleft-detector")
+    if edges is not None:
+        records = records_from_partners(edges)
+    else:
+        records = _bulk_records(args, specs, clefts, vs, staging, run)
+        models["avan"] = str(args.avan or "avan")
+    volumes = {
+        "image": specs["image"],
+        "segmentation": specs["segmentation"],
+        # the detector's map, moved into the session folder (_finish_bulk)
+        "prob": specs["prob"] if specs["clefts"] is not None else "cleft_prob.zarr:cleft_prob",
+    }
+    labels: Any = _LazyVolume(clefts, vs, "clefts")
+    probability: Any = None if prob is None else _LazyVolume(prob, vs, "cleft probability")
+    session = Session.create(
+        out, labels, vs, records=records, probability=probability, volumes=volumes,
+        models=models,
+    )  # fmt: skip
+    _finish_bulk(out, staging)
+    return session
+
+
+def _stage(staging: Path, settings: dict[str, Any]) -> None:
+    """Create the staging folder with its settings, or check them before resuming."""
+    path = staging / "create.json"
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = {}
+        changed = sorted(k for k in set(before) | set(settings)
+                         if before.get(k) != settings.get(k))  # fmt: skip
+        if changed:
+            raise AvanInputError(
+                f"{staging} was started with other settings ({', '.join(changed)} differ): "
+                f"rerun with the same ones, or remove {staging} to start again"
+            )
+        return
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise AvanInputError(f"cannot create {staging}: {err.strerror or err}") from err
+    tmp = staging / ".create.json.tmp"
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
+
+
+def _drive_staged(steps: Any, desc: str, quiet: bool, staging: Path) -> Any:
+    """A bulk job's result (:func:`drive_bulk`); its advice to use ``--overwrite`` (which
+    ``session create`` has not) names the staging folder instead."""
+    try:
+        return drive_bulk(steps, desc, quiet)
+    except AvanInputError as err:
+        if "--overwrite" not in str(err):
+            raise
+        raise AvanInputError(
+            f"{err} ('session create' has no --overwrite: remove {staging} to start again)"
+        ) from err
+
+
+def _bulk_detect(
+    args: argparse.Namespace, image: str | None, vs: Any, staging: Path, run: dict[str, Any]
+) -> tuple[str, str]:
+    """Detect into ``staging/detect.zarr`` (or finish doing so); its clefts and map specs."""
+    from napari_avan.bulk import iter_bulk_detect, plan_job
+    from napari_avan.bulk.detect import LEDGER
+
+    assert image is not None
+    store = staging / "detect.zarr"
+    started = (store / LEDGER / "params.json").is_file()
+    finished = (store / "clefts.csv").is_file() and not (store / LEDGER).exists()
+    if store.exists() and not (started or finished):
+        shutil.rmtree(store)  # stopped while it was being created: it holds nothing yet
+    job = plan_job(
+        image, store, model=args.detector, voxel_size_nm=vs, block=args.block,
+        device=args.device,
+    )  # fmt: skip
+    _drive_staged(iter_bulk_detect(job, **run), "detect, block by block", args.quiet, staging)
+    return f"{store}:clefts", f"{store}:cleft_prob"
+
+
+def _bulk_records(
+    args: argparse.Namespace,
+    specs: dict[str, str | None],
+    clefts: str,
+    vs: Any,
+    staging: Path,
+    run: dict[str, Any],
+) -> dict[int, Any]:
+    """AVAN's assignment of every cleft (polyadic, as in memory), block by block, into
+    ``staging/edges.csv`` and its ``decisions.jsonl``; each cleft's record from its
+    decision."""
+    from napari_avan.bulk import iter_bulk_assign, plan_assign_job
+    from napari_avan.core.session import CleftRecord, check_decision
+
+    image, seg = specs["image"], specs["segmentation"]
+    assert image is not None and seg is not None
+    out, decisions = staging / "edges.csv", staging / "decisions.jsonl"
+    ledger = Path(f"{out}.bulk")
+    if ledger.exists() and not (ledger / "params.json").is_file():
+        shutil.rmtree(ledger)  # stopped while it was being created: it holds nothing yet
+    job = plan_assign_job(
+        image, clefts, seg, out, model=args.avan, voxel_size_nm=vs, polyadic=True,
+        block=args.block, device=args.device, decisions=decisions,
+    )  # fmt: skip
+    _drive_staged(iter_bulk_assign(job, **run), "assign, block by block", args.quiet, staging)
+    records = {}
+    for line in decisions.read_text().splitlines():
+        if line.strip():
+            decision = check_decision(json.loads(line))
+            records[int(decision["cleft"])] = CleftRecord().assigned(decision)
+    return records
+
+
+def _finish_bulk(out: Path, staging: Path) -> None:
+    """Move the detection store into the made session as ``cleft_prob.zarr`` (its labels
+    dropped: the session holds them) and remove the staging folder."""
+    store, kept = staging / "detect.zarr", out / "cleft_prob.zarr"
+    if store.exists() and not kept.exists():
+        shutil.move(str(store), str(kept))  # a rename: the staging folder is beside
+    if (kept / "clefts").is_dir():
+        shutil.rmtree(kept / "clefts")
+    shutil.rmtree(staging)
+
+
+def _report(out: Path, session: Any) -> None:
+    where = "in memory" if session.in_memory else f"on disk ({out / 'clefts.zarr'})"
+    n = session.status()["clefts"]
+    print(f"wrote {out} ({_count(n, 'cleft')}, all pending; labels {where})")
 
 
 def _absolute(spec: str) -> str:

@@ -145,7 +145,7 @@ def candidate_segments(
     """The nonzero segment ids overlapping cleft ``cleft_id`` dilated by ``structure``
     (its box from ``bbox_begin`` to ``bbox_end``), increasing."""
     slices, region = dilated_label_region(clefts, cleft_id, bbox_begin, bbox_end, structure)
-    candidates = np.unique(segmentation[slices][region])
+    candidates = np.unique(np.asarray(segmentation[slices])[region])
     return candidates[candidates != 0]
 
 

@@ -8,6 +8,13 @@ Formats: ``zarr`` (arrays ``clefts``, ``segmentation``, ``image`` and ``edges.cs
 not rejected, ``resolution`` in nm), ``csv`` (the edge table) and ``tiff`` (the clefts).
 Every output is built aside and renamed into place; an existing one is refused unless
 ``overwrite``.
+
+A session whose labels are kept on disk (larger than memory, ``session.in_memory`` false)
+is exported without holding a whole volume: its volumes are read lazily, the stores are
+written chunk by chunk (:func:`~napari_avan.io.volumes.write_volume_by_regions`; OME-Zarr
+has one level, as for any session) and the edge table reads boxes around the clefts. The
+output is the one the same session in memory gives. ``cremi`` and ``tiff`` hold whole
+arrays in one file: they are refused for such a session.
 """
 
 from __future__ import annotations
@@ -27,23 +34,30 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("zarr", "ome-zarr", "cremi", "csv", "tiff")
 #: The session volumes each format needs.
 _NEEDS = {"tiff": (), "csv": ("segmentation",)}
+#: Formats that hold whole arrays in one file: not written for a session kept on disk.
+_WHOLE_FILE_FORMATS = ("cremi", "tiff")
 
 
-def session_volume(session: Session, key: str, role: str) -> np.ndarray | None:
+def session_volume(session: Session, key: str, role: str) -> Any:
     """The session's ``image``, ``segmentation`` or ``prob`` read from its recorded spec
     (None when it has none), checked against the session's shape. A spec with a relative
-    path names a file inside the session folder."""
+    path names a file inside the session folder.
+
+    A numpy array for a session in memory; for one kept on disk (``session.in_memory``
+    false) the volume read lazily (:func:`~napari_avan.io.volumes.read_volume` with
+    ``lazy=True``: a dask array for zarr and chunked HDF5), never whole."""
     from napari_avan.io.volumes import read_volume
 
     spec = session.meta.get("volumes", {}).get(key)
     if not spec:
         return None
     where = str(spec) if Path(spec).expanduser().is_absolute() else str(session.path / spec)
-    data = read_volume(where, session.voxel_size_nm, lazy=False, role=role).data
+    lazy = not session.in_memory
+    data = read_volume(where, session.voxel_size_nm, lazy=lazy, role=role).data
     shape = tuple(session.labels.shape)
     if tuple(data.shape) != shape:
         raise AvanInputError(f"{spec} has shape {tuple(data.shape)}, the session {shape}")
-    return np.asarray(data)
+    return data if lazy else np.asarray(data)
 
 
 def keep_session_volume(
@@ -73,9 +87,11 @@ def export_session_files(
     session: Session, format: str, out: str | Path, *, overwrite: bool = False
 ) -> Path:
     """:func:`export_session` with the segmentation and image read from the session's own
-    volume specs (what ``napari-avan export`` and the napari writer do)."""
+    volume specs (what ``napari-avan export`` and the napari writer do); lazily for a
+    session kept on disk (:func:`session_volume`)."""
     if format not in EXPORT_FORMATS:
         raise AvanInputError(f"export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    _check_whole_file(session, format)
     wanted = _NEEDS.get(format, ("segmentation", "image"))
     segmentation = (
         session_volume(session, "segmentation", "segmentation")
@@ -93,11 +109,15 @@ def export_session(
     format: str,
     out: str | Path,
     *,
-    segmentation: np.ndarray | None = None,
-    image: np.ndarray | None = None,
+    segmentation: Any = None,
+    image: Any = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``session``'s corrected labels and edges in ``format`` (see the module).
+
+    For a session kept on disk (``session.in_memory`` false) no volume is held whole: give
+    the segmentation and image as array-likes read by boxes (dask, zarr; numpy works too),
+    e.g. from :func:`session_volume`.
 
     Args:
         session: the session.
@@ -109,15 +129,17 @@ def export_session(
 
     Raises:
         AvanInputError: unknown format, missing segmentation, shapes that differ, an
-            existing output, or a failed write (nothing is left behind).
+            existing output, ``cremi`` or ``tiff`` for a session kept on disk, or a failed
+            write (nothing is left behind).
     """
-    from napari_avan.core.session.tables import corrected_labels, session_edges
+    from napari_avan.core.session.tables import CorrectedLabels, corrected_labels, session_edges
     from napari_avan.io.cremi import cremi_annotations_from_edges, write_cremi
     from napari_avan.io.tables import write_table
-    from napari_avan.io.volumes import write_volume
+    from napari_avan.io.volumes import write_volume, write_volume_by_regions
 
     if format not in EXPORT_FORMATS:
         raise AvanInputError(f"export format {format!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    _check_whole_file(session, format)
     out = Path(out)
     shape = tuple(session.labels.shape)
     for name, volume in (("segmentation", segmentation), ("image", image)):
@@ -128,7 +150,8 @@ def export_session(
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise AvanInputError(f"{out} exists: pass --overwrite to replace it")
     vs = session.voxel_size_nm
-    clefts = corrected_labels(session)
+    in_memory = session.in_memory
+    clefts: Any = corrected_labels(session) if in_memory else CorrectedLabels(session)
     if format == "tiff":
         return write_volume(out, clefts, vs, format="tiff", overwrite=overwrite)
     assert segmentation is not None
@@ -154,8 +177,19 @@ def export_session(
     if ome and image is None:
         raise AvanInputError("an OME-Zarr export holds the image: the session needs its image")
     with atomic_path(out, overwrite=overwrite) as tmp:
+        write = write_volume if in_memory else write_volume_by_regions
         for key, volume in members.items():
             if volume is not None:
-                write_volume(tmp, volume, vs, format=format, key=key)
+                write(tmp, volume, vs, format=format, key=key)
         write_table(edges, tmp / "edges.csv")
     return out
+
+
+def _check_whole_file(session: Session, format: str) -> None:
+    """Refuse a format holding whole arrays in one file for a session kept on disk."""
+    if format in _WHOLE_FILE_FORMATS and not session.in_memory:
+        raise AvanInputError(
+            f"a {format} export holds whole volumes in one file, and the session "
+            f"{session.path} is kept on disk (larger than memory): export it as zarr or "
+            "ome-zarr (or its edge table as csv)"
+        )

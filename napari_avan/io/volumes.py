@@ -334,3 +334,84 @@ def write_volume(
     if fmt == "npy":
         return write_npy(path, array, size, overwrite=overwrite)
     return write_npz(path, array, size, key=key, overwrite=overwrite)
+
+
+#: Formats :func:`write_volume_by_regions` writes chunk by chunk (TIFF, npy and npz hold one
+#: whole array in one file).
+REGION_WRITE_FORMATS = ("zarr", "zarr2", "ome-zarr", "ome-zarr2", "hdf5", "cremi")
+
+
+class _Regions:
+    """An array-like read by boxes, each read coming back as numpy (for dask's from_array)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.shape = tuple(int(n) for n in source.shape)
+        self.dtype = np.dtype(source.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return as_numpy(self.source[key])
+
+
+def write_volume_by_regions(
+    path: str | Path,
+    source: Any,
+    voxel_size_nm: Sequence[float] | None,
+    *,
+    format: str | None = None,
+    key: str | None = None,
+    overwrite: bool = False,
+    chunks: Sequence[int] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """:func:`write_volume` from an array-like read one output chunk at a time, so that the
+    volume is never held whole: numpy, zarr, h5py, dask, or anything with ``shape``,
+    ``dtype`` and box reads (``source[z0:z1, y0:y1, x0:x1]``, e.g. a session's
+    :class:`~napari_avan.core.session.store.ChunkedLabels`).
+
+    The output is what :func:`write_volume` writes for ``numpy.asarray(source)``: the same
+    chunks (by default :data:`~napari_avan.io._arrays.DEFAULT_CHUNKS` clipped), attributes
+    and metadata. OME-Zarr is written as one level (``0``), as :func:`write_volume` writes
+    it. Chunks are read and written one after the other (memory: a few chunks).
+
+    Raises:
+        AvanInputError: a format that holds one whole array (TIFF, npy, npz), and what
+            :func:`write_volume` raises.
+    """
+    import uuid
+
+    import dask
+    import dask.array as da
+
+    from napari_avan.io._arrays import default_chunks
+
+    path = Path(path).expanduser()
+    fmt = format.lower() if format else infer_write_format(path)
+    if fmt not in REGION_WRITE_FORMATS:
+        raise AvanInputError(
+            f"{fmt} files hold one whole array and cannot be written region by region: use one "
+            f"of {', '.join(REGION_WRITE_FORMATS)}"
+        )
+    reader = _Regions(as_array(source))
+    check_volume_shape(reader.shape, f"to write to {path}", "data")
+    chunk_shape = _check_chunks(chunks, reader.ndim) or default_chunks(reader.shape)
+    lazy = da.from_array(
+        reader,
+        chunks=chunk_shape,
+        name=f"regions-{uuid.uuid4().hex}",  # never tokenize (hash) the source's contents
+        meta=np.empty((0,) * reader.ndim, dtype=reader.dtype),
+        asarray=False,
+        fancy=False,
+    )
+    with dask.config.set(scheduler="synchronous"):  # one chunk in flight at a time
+        return write_volume(
+            path,
+            lazy,
+            voxel_size_nm,
+            format=fmt,
+            key=key,
+            overwrite=overwrite,
+            chunks=chunks,
+            attrs=attrs,
+        )

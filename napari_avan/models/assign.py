@@ -160,7 +160,7 @@ def iter_assign(
         finished = []
         for task, values in zip(chunk, out, strict=True):
             # ids are relabelled within the patch, so large uint64 ids cost nothing
-            ids, local = np.unique(segmentation[task.crop], return_inverse=True)
+            ids, local = np.unique(np.asarray(segmentation[task.crop]), return_inverse=True)
             local = local.ravel()
             sizes = [s.stop - s.start for s in task.crop]
             shape = tuple(n + a + b for n, (a, b) in zip(sizes, task.pad, strict=True))

@@ -428,6 +428,12 @@ def iter_round(
     from napari_avan.models.train import DEFAULT_TRAIN_PATCH, TrainSettings, iter_train
 
     out = Path(out)
+    if not session.in_memory:
+        raise AvanInputError(
+            f"{session.path} keeps its labels on disk (larger than memory), and a round "
+            "trains and predicts on whole volumes: bootstrapped rounds need a session held "
+            "in memory: start one on a crop of the volume for the rounds"
+        )
     if out.exists():
         raise AvanInputError(f"{out} exists: choose a new folder for this round's models")
     if minutes is None and steps is None:

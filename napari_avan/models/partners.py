@@ -109,6 +109,24 @@ def partner_output(
     return CleftOutput(int(assignment.cleft_id), assignment, edges, region, pre_mask, post_mask)
 
 
+def cleft_statistics(clefts: Any, cleft_id: int, box: Sequence[int]) -> Any:
+    """One cleft's :func:`~napari_avan.core.geometry.label_statistics`, read within its box
+    (z0, y0, x0, z1, y1, x1), so assigning it reads only around it; None without a box."""
+    from napari_avan.core.geometry import LabelStatistics, label_statistics
+
+    if not box:
+        return None
+    window = tuple(slice(int(b), int(e)) for b, e in zip(box[:3], box[3:], strict=True))
+    crop = np.asarray(clefts[window])
+    stats = label_statistics(np.where(crop == cleft_id, crop, 0))
+    corner = np.asarray(box[:3], np.int64)
+    return LabelStatistics(
+        ids=stats.ids, size=stats.size, centroid=stats.centroid + corner,
+        bbox_begin=stats.bbox_begin + corner, bbox_end=stats.bbox_end + corner,
+        value_mean=stats.value_mean,
+    )  # fmt: skip
+
+
 def record_output(
     cleft_id: int,
     record: Any,
@@ -228,6 +246,7 @@ def avan_assigner(
         found = assign_cleft(
             model, image, session.labels, segmentation, voxel_size_nm, cleft_id,
             run=run, polyadic=polyadic,
+            statistics=cleft_statistics(session.labels, cleft_id, session.cleft_box(cleft_id)),
         )  # fmt: skip
         return record_from_assignment(found)
 

@@ -38,7 +38,7 @@ def _session(tmp_path: Path, **kwargs: Any) -> Session:
 
 def _state(session: Session) -> tuple[bytes, dict[int, dict[str, Any]]]:
     return (
-        session.labels.tobytes(),
+        np.asarray(session.labels).tobytes(),
         {k: v.to_json() for k, v in sorted(session.records.items())},
     )
 
@@ -271,8 +271,9 @@ def _run_script(s: Session, n: int, seed: int) -> tuple[list[dict[str, Any]], li
     return decisions, states
 
 
-def test_undo_redo_walk_back_and_forth_exactly(tmp_path: Path) -> None:
-    s = _session(tmp_path)
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "disk"])
+def test_undo_redo_walk_back_and_forth_exactly(tmp_path: Path, in_memory: bool) -> None:
+    s = _session(tmp_path, in_memory=in_memory)
     steps = []
     rng = random.Random(5)
     states = [_state(s)]
@@ -301,9 +302,10 @@ def test_undo_redo_walk_back_and_forth_exactly(tmp_path: Path) -> None:
         s.redo()  # a new decision ends the redo history
 
 
-def test_reopening_after_every_step_gives_the_same_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "disk"])
+def test_reopening_after_every_step_gives_the_same_state(tmp_path: Path, in_memory: bool) -> None:
     decisions, states = _run_script(_session(tmp_path / "reference"), 60, seed=11)
-    s = _session(tmp_path)
+    s = _session(tmp_path, in_memory=in_memory)
     for k, decision in enumerate(decisions):
         reopened = Session.open(s.path) if k else s
         if k:
@@ -313,8 +315,9 @@ def test_reopening_after_every_step_gives_the_same_state(tmp_path: Path) -> None
     assert _state(Session.open(s.path)) == states[-1]
 
 
-def test_stale_label_store_is_rebuilt_from_the_journal(tmp_path: Path) -> None:
-    s = _session(tmp_path)
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "disk"])
+def test_stale_label_store_is_rebuilt_from_the_journal(tmp_path: Path, in_memory: bool) -> None:
+    s = _session(tmp_path, in_memory=in_memory)
     _, states = _run_script(s, 30, seed=3)
     (s.path / "labels.json").write_text(json.dumps({"journal_entries": 7}))  # a crash mid-write
     assert _state(Session.open(s.path)) == states[-1]
@@ -350,13 +353,16 @@ def _fingerprint(state: tuple[bytes, dict[int, dict[str, Any]]]) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_loses_no_returned_decision_and_half_applies_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", [True, False], ids=["memory", "disk"])
+def test_sigkill_loses_no_returned_decision_and_half_applies_none(
+    tmp_path: Path, in_memory: bool
+) -> None:
     reference = _session(tmp_path / "ref")
     decisions, states = _run_script(reference, 200, seed=21)
     expected = [_fingerprint(state) for state in states]
     script = tmp_path / "decisions.json"
     script.write_text(json.dumps(decisions))
-    path = _session(tmp_path / "run-0").path
+    path = _session(tmp_path / "run-0", in_memory=in_memory).path
     rng = random.Random(7)
     reached = []
     while len(reached) < 20:
@@ -377,7 +383,7 @@ def test_sigkill_loses_no_returned_decision_and_half_applies_none(tmp_path: Path
         assert _fingerprint(_state(reopened)) == expected[done], f"half-applied at {done}"
         reached.append(done)
         if done == len(decisions):  # the script ran to its end: start it again
-            path = _session(tmp_path / f"run-{len(reached)}").path
+            path = _session(tmp_path / f"run-{len(reached)}", in_memory=in_memory).path
     print(f"\n[session kill] 20 SIGKILLs, journal entries at each: {reached}")
     final = Session.open(path)
     for d in decisions[len(final.entries) :]:

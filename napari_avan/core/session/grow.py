@@ -92,5 +92,5 @@ def grow_cleft(
                 return np.ravel_multi_index(tuple(points.T), tuple(shape))
     centre = seed
     if segmentation is not None:
-        centre = nearest_contact(np.asarray(segmentation), seed) or seed
+        centre = nearest_contact(segmentation, seed) or seed  # read around the seed only
     return _disc(shape, centre)

@@ -6,7 +6,10 @@ On disk (a folder):
   size, the models used and the current round;
 - ``clefts_base.zarr``: the cleft labels the session started from (never changed);
 - ``clefts.zarr``: the current cleft labels, written chunk by chunk as edits touch them,
-  and ``labels.json``, how many journal entries they reflect;
+  and ``labels.json``, how many journal entries they reflect. Labels that fit in memory
+  (:func:`~napari_avan.core.session.store.in_memory_limit`) are held there too; larger ones
+  are read from and written to this store directly (``labels_in_memory`` false in
+  ``session.json``), so a session works over a volume larger than memory;
 - ``records.json``: each cleft's record at the start (status, origin, partners, scores);
 - ``journal.jsonl``: one line per decision with its effect, appended and fsynced before
   :meth:`Session.apply` returns.
@@ -39,6 +42,7 @@ from napari_avan.core.session.decisions import (
 )
 from napari_avan.core.session.grow import grow_cleft
 from napari_avan.core.session.journal import Journal
+from napari_avan.core.session.store import ChunkedLabels, chunked_statistics, fits_in_memory
 from napari_avan.types import AvanInputError, check_voxel_size
 
 FORMAT = "napari-avan-session"
@@ -100,7 +104,7 @@ class Session:
         self,
         path: Path,
         meta: dict[str, Any],
-        labels: np.ndarray,
+        labels: np.ndarray | ChunkedLabels,
         records: dict[int, CleftRecord],
         entries: list[dict[str, Any]],
     ) -> None:
@@ -121,7 +125,12 @@ class Session:
         #: Called with (session, cleft id) after a re-seed; returns partners to record.
         self.assigner: Callable[[Session, int], CleftRecord] | None = None
         self._store: Any = None
-        self._next_id = max([int(labels.max()) if labels.size else 0, *records]) + 1
+        self._seeding: tuple[int, tuple[int, ...]] | None = None  # a re-seed being assigned
+        # every id of the starting labels has a record (create), and later ids come with
+        # their effects, so the records alone bound the ids of labels kept on disk
+        on_disk = isinstance(labels, ChunkedLabels)
+        top = 0 if on_disk or not labels.size else int(labels.max())
+        self._next_id = max([top, *records]) + 1
 
     # ------------------------------------------------------------------ files
 
@@ -136,12 +145,14 @@ class Session:
         probability: np.ndarray | None = None,
         volumes: Mapping[str, str | None] | None = None,
         models: Mapping[str, Any] | None = None,
+        in_memory: bool | None = None,
     ) -> Session:
         """Start a session folder from cleft labels; every cleft starts ``pending``.
 
         Args:
             path: the session folder to create (must not exist).
-            clefts: (z, y, x) integer cleft labels, 0 = background.
+            clefts: (z, y, x) integer cleft labels, 0 = background: a numpy array, or any
+                array-like read region by region (a zarr array, a lazy volume).
             voxel_size_nm: (z, y, x) nm.
             records: known partners and scores per cleft (from assignment); clefts
                 without one get an empty record.
@@ -149,21 +160,42 @@ class Session:
                 cleft's mean probability.
             volumes: volume specs to remember (``image``, ``segmentation``, ``prob``).
             models: the models used (name -> folder or bundled name).
+            in_memory: hold the labels in memory (True), or read and write them in the
+                session's store (False: a volume larger than memory); None chooses by size
+                (:func:`~napari_avan.core.session.store.in_memory_limit`).
         """
         path = Path(path)
-        labels = np.asarray(clefts)
-        if labels.ndim != 3 or labels.dtype.kind not in "ui":
+        if not hasattr(clefts, "shape") or not hasattr(clefts, "dtype"):
+            clefts = np.asarray(clefts)
+        shape = tuple(int(n) for n in clefts.shape)
+        dtype = np.dtype(clefts.dtype)
+        if len(shape) != 3 or dtype.kind not in "ui":
             raise AvanInputError(
-                f"session clefts must be 3D integer labels, got {labels.ndim}D {labels.dtype}"
+                f"session clefts must be 3D integer labels, got {len(shape)}D {dtype}"
             )
-        if labels.dtype.kind == "i":
-            if labels.size and labels.min() < 0:
-                raise AvanInputError("session clefts hold negative ids: ids are 0 or positive")
-            labels = labels.astype(np.uint64 if labels.dtype.itemsize > 4 else np.uint32)
+        stored = np.dtype(np.uint64 if dtype.itemsize > 4 else np.uint32)
+        if in_memory is None:
+            in_memory = fits_in_memory(shape, dtype)
         size = check_voxel_size(voxel_size_nm)
-        from napari_avan.core.geometry import label_statistics
+        labels: Any = clefts
+        if in_memory:
+            labels = np.asarray(clefts)
+            if dtype.kind == "i" and labels.size and labels.min() < 0:
+                raise AvanInputError("session clefts hold negative ids: ids are 0 or positive")
+            labels = labels.astype(stored, copy=False)
+            from napari_avan.core.geometry import label_statistics
 
-        stats = label_statistics(labels, None if probability is None else np.asarray(probability))
+            prob = None if probability is None else np.asarray(probability)
+            stats = label_statistics(labels, prob)
+        else:
+            if probability is not None and tuple(probability.shape) != shape:
+                raise AvanInputError(
+                    f"the cleft probability has shape {tuple(probability.shape)}, the clefts "
+                    f"{shape}: give volumes of the same shape"
+                )
+            stats = chunked_statistics(clefts, probability)
+            if dtype.kind == "i" and stats.ids.size and stats.ids.min() < 0:
+                raise AvanInputError("session clefts hold negative ids: ids are 0 or positive")
         start = {}
         for row, cleft in enumerate(int(i) for i in stats.ids):
             record = (records or {}).get(cleft, CleftRecord())
@@ -173,8 +205,9 @@ class Session:
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "shape": list(labels.shape),
-            "dtype": labels.dtype.str,
+            "shape": list(shape),
+            "dtype": stored.str,
+            "labels_in_memory": bool(in_memory),
             "voxel_size_nm": list(size),
             "volumes": dict(volumes or {}),
             "models": dict(models or {}),
@@ -193,7 +226,7 @@ class Session:
             records_json = {str(i): r.to_json() for i, r in start.items()}
             (tmp / "records.json").write_text(json.dumps(records_json, sort_keys=True))
             for name in ("clefts_base.zarr", "clefts.zarr"):
-                _write_labels(tmp / name, labels)
+                _write_labels(tmp / name, labels, stored)
             (tmp / "labels.json").write_text(json.dumps({"journal_entries": 0}))
             (tmp / "journal.jsonl").write_bytes(b"")
         return cls.open(path)
@@ -224,10 +257,15 @@ class Session:
         try:
             if not 0 <= stored <= len(entries):
                 raise AvanInputError("the label marker does not match the journal")
-            labels = _read_labels(path / "clefts.zarr")
+            in_memory = bool(meta.get("labels_in_memory", True))
+            labels = _read_labels(path / "clefts.zarr", in_memory)
             rebuilt = False
         except AvanInputError:
-            labels, stored, rebuilt = _read_labels(path / "clefts_base.zarr"), 0, True
+            labels, stored, rebuilt = (
+                _rebuilt_labels(path, bool(meta.get("labels_in_memory", True))),
+                0,
+                True,
+            )
         session = cls(path, meta, labels, records, [])
         unsaved = [session._replay(entry, labels=n >= stored) for n, entry in enumerate(entries)]
         session.entries = entries
@@ -242,11 +280,20 @@ class Session:
     # ------------------------------------------------------------------ state
 
     @property
-    def labels(self) -> np.ndarray:
-        """The current cleft labels (read-only: change them through decisions)."""
+    def labels(self) -> Any:
+        """The current cleft labels (read-only: change them through decisions): a numpy
+        array, or a :class:`~napari_avan.core.session.store.ChunkedLabels` (read by
+        regions, ``labels[box]``) when they are kept on disk (:attr:`in_memory`)."""
+        if isinstance(self._labels, ChunkedLabels):
+            return self._labels
         view = self._labels.view()
         view.flags.writeable = False
         return view
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the labels are held in memory (else read and written on disk)."""
+        return not isinstance(self._labels, ChunkedLabels)
 
     def save_meta(self) -> None:
         """Write ``session.json`` (the volumes, models and round) atomically."""
@@ -282,10 +329,7 @@ class Session:
         """
         pending = [i for i, r in self.records.items() if r.status == "pending"]
         if order == "position":
-            from napari_avan.core.geometry import label_statistics
-
-            stats = label_statistics(self._labels)
-            where = {int(i): tuple(c) for i, c in zip(stats.ids, stats.centroid, strict=True)}
+            where = self._centroids(pending)
             return sorted(pending, key=lambda i: (where.get(i, (math.inf,) * 3), i))
         if order != "uncertainty":
             raise AvanInputError(f"review order {order!r}: use 'uncertainty' or 'position'")
@@ -296,6 +340,35 @@ class Session:
             return (margin, r.score if r.score is not None else 1.0, i)
 
         return sorted(pending, key=key)
+
+    def _centroids(self, clefts: Sequence[int]) -> dict[int, tuple[float, ...]]:
+        """Each cleft's mean voxel position, read within its box (the whole volume for a
+        cleft without one, when the labels are in memory)."""
+        if not isinstance(self._labels, ChunkedLabels):
+            from napari_avan.core.geometry import label_statistics
+
+            stats = label_statistics(self._labels)
+            return {int(i): tuple(c) for i, c in zip(stats.ids, stats.centroid, strict=True)}
+        where = {}
+        for cleft in clefts:
+            box = self.records[cleft].box
+            if box:
+                window = tuple(slice(b, e) for b, e in zip(box[:3], box[3:], strict=True))
+                found = np.argwhere(self._labels[window] == cleft)
+                corner = np.asarray(box[:3])
+            else:
+                found = np.stack(np.unravel_index(self._labels.find(cleft), self._labels.shape), 1)
+                corner = np.zeros(3, np.int64)
+            if found.size:
+                where[cleft] = tuple((found.mean(axis=0) + corner).tolist())
+        return where
+
+    def cleft_box(self, cleft: int) -> tuple[int, ...]:
+        """A cleft's box (z0, y0, x0, z1, y1, x1; empty when unknown), the re-seeded cleft's
+        too while :attr:`assigner` finds its partners."""
+        if self._seeding is not None and self._seeding[0] == cleft:
+            return self._seeding[1]
+        return self._record(cleft).box
 
     def decided(self, actions: Sequence[str]) -> set[int]:
         """The clefts named by decisions in effect (not undone) of the given ``actions``
@@ -450,12 +523,25 @@ class Session:
         for cleft in effect.after:
             self._next_id = max(self._next_id, cleft + 1)
         if effect.labels is not None:
-            self._labels.ravel()[effect.labels.index] = effect.labels.new
+            self._set(effect.labels.index, effect.labels.new)
         for cleft, record in effect.after.items():
             if record is None:
                 self.records.pop(cleft, None)
             else:
                 self.records[cleft] = record
+
+    def _get(self, index: np.ndarray) -> np.ndarray:
+        """The labels at flat voxel indices."""
+        if isinstance(self._labels, ChunkedLabels):
+            return self._labels.gather(index)
+        return self._labels.ravel()[index]
+
+    def _set(self, index: np.ndarray, values: np.ndarray) -> None:
+        """Set the labels at flat voxel indices (on disk too when they live there)."""
+        if isinstance(self._labels, ChunkedLabels):
+            self._labels.scatter(index, values)
+        else:
+            self._labels.ravel()[index] = values
 
     def _record(self, cleft: int) -> CleftRecord:
         if cleft not in self.records:
@@ -497,19 +583,21 @@ class Session:
 
     def _relabel(self, clefts: Sequence[int], value: int) -> LabelDelta:
         """The delta that gives every voxel of ``clefts`` the id ``value``."""
-        flat = self._labels.ravel()
         parts = []
         for cleft in clefts:
             box = self.records[cleft].box
             if not box:  # unknown: search the whole volume
-                parts.append(np.flatnonzero(flat == cleft))
+                if isinstance(self._labels, ChunkedLabels):
+                    parts.append(self._labels.find(cleft))
+                else:
+                    parts.append(np.flatnonzero(self._labels.ravel() == cleft))
                 continue
             window = tuple(slice(b, e) for b, e in zip(box[:3], box[3:], strict=True))
             local = np.argwhere(self._labels[window] == cleft) + np.asarray(box[:3])
             parts.append(np.ravel_multi_index(tuple(local.T), self._labels.shape))
         index = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        old = flat[index]
-        new = np.full(index.shape, value, dtype=flat.dtype)
+        old = self._get(index)
+        new = np.full(index.shape, value, dtype=self._labels.dtype)
         return LabelDelta(index.astype(np.int64), old, new)
 
     def _reseed_effect(self, d: dict[str, Any]) -> Effect:
@@ -524,27 +612,38 @@ class Session:
             index = np.unique(np.ravel_multi_index(tuple(points.T), shape))
         else:
             index = grow_cleft(self.probability, self.segmentation, tuple(d["seed"]), shape=shape)
-        flat = self._labels.ravel()
-        index = index[flat[index] == 0]  # a new cleft never takes another's voxels
+        index = index[self._get(index) == 0]  # a new cleft never takes another's voxels
         if index.size == 0:
             raise AvanInputError(
                 "the re-seeded cleft has no voxels outside existing clefts: pick another place"
             )
         cleft = self._next_id  # ids are never reused, so a journal line names one cleft
         delta = LabelDelta(
-            index.astype(np.int64), flat[index], np.full(index.shape, cleft, dtype=flat.dtype)
+            index.astype(np.int64),
+            np.zeros(index.shape, self._labels.dtype),
+            np.full(index.shape, cleft, dtype=self._labels.dtype),
         )
         coords = np.unravel_index(index, shape)
         box = (*(int(c.min()) for c in coords), *(int(c.max()) + 1 for c in coords))
         origin = d.get("origin", "added")
         record = CleftRecord(origin=origin, round=self.round, box=box, score=d.get("score"))
         if self.assigner is not None and origin == "added":
-            self._labels.ravel()[delta.index] = delta.new  # the assigner sees the new cleft
+            # the assigner sees the new cleft; labels on disk are not written for it (it is
+            # not in the journal yet): reads see it through an overlay
+            if isinstance(self._labels, ChunkedLabels):
+                self._labels.overlay(delta.index, delta.new)
+            else:
+                self._labels.ravel()[delta.index] = delta.new
+            self._seeding = (cleft, box)
             try:
                 found = self.assigner(self, cleft)
                 record = replace(found, origin=origin, round=self.round, box=box)
             finally:
-                self._labels.ravel()[delta.index] = delta.old
+                self._seeding = None
+                if isinstance(self._labels, ChunkedLabels):
+                    self._labels.overlay(None, None)
+                else:
+                    self._labels.ravel()[delta.index] = delta.old
         return Effect(delta, before={cleft: None}, after={cleft: record})
 
     # ------------------------------------------------------------------ label store
@@ -554,10 +653,15 @@ class Session:
         that the store holds every edit of the journal so far."""
         import zarr
 
-        if self._store is None:
-            self._store = zarr.open_array(str(self.path / "clefts.zarr"), mode="r+")
-        store = self._store
-        if delta is None:
+        if isinstance(self._labels, ChunkedLabels):
+            store = None  # written as they changed (:meth:`_set`)
+        elif self._store is None:
+            store = self._store = zarr.open_array(str(self.path / "clefts.zarr"), mode="r+")
+        else:
+            store = self._store
+        if store is None:
+            pass
+        elif delta is None:
             store[...] = self._labels
         elif delta.index.size:
             chunks = np.asarray(store.chunks)
@@ -582,20 +686,47 @@ def _union_box(boxes: Sequence[tuple[int, ...]]) -> tuple[int, ...]:
     )
 
 
-def _write_labels(path: Path, labels: np.ndarray) -> None:
+def _write_labels(path: Path, labels: Any, dtype: np.dtype) -> None:
+    """A session label store from ``labels`` (numpy, or any array-like copied region by
+    region)."""
     import zarr
 
-    chunks = tuple(min(c, s) for c, s in zip(LABEL_CHUNKS, labels.shape, strict=True))
+    shape = tuple(int(n) for n in labels.shape)
+    chunks = tuple(min(c, s) for c, s in zip(LABEL_CHUNKS, shape, strict=True))
     array = zarr.create_array(
-        store=str(path), shape=labels.shape, dtype=labels.dtype, chunks=chunks, fill_value=0
+        store=str(path), shape=shape, dtype=dtype, chunks=chunks, fill_value=0
     )
-    array[...] = labels
+    if isinstance(labels, np.ndarray):
+        array[...] = labels
+    else:
+        ChunkedLabels(array).copy_from(labels)
 
 
-def _read_labels(path: Path) -> np.ndarray:
+def _read_labels(path: Path, in_memory: bool = True) -> np.ndarray | ChunkedLabels:
+    """A session's label store: read whole, or opened to be read and written in place."""
     import zarr
 
     try:
+        if not in_memory:
+            labels = ChunkedLabels.open(path, mode="r+")
+            labels[:1, :1, :1]  # readable
+            return labels
         return np.asarray(zarr.open_array(str(path), mode="r")[...])
     except Exception as err:  # zarr raises many kinds for a damaged store
         raise AvanInputError(f"cannot read the session labels {path}: {err}") from err
+
+
+def _rebuilt_labels(path: Path, in_memory: bool) -> np.ndarray | ChunkedLabels:
+    """The starting labels, for a replay of the whole journal: read whole, or copied over
+    the current store (made again) when the labels live on disk."""
+    import shutil
+
+    base = _read_labels(path / "clefts_base.zarr", in_memory=True) if in_memory else None
+    if base is not None:
+        return base
+    source = ChunkedLabels.open(path / "clefts_base.zarr", mode="r")
+    current = path / "clefts.zarr"
+    if current.exists():
+        shutil.rmtree(current) if current.is_dir() else current.unlink()
+    _write_labels(current, source, source.dtype)
+    return ChunkedLabels.open(current, mode="r+")
