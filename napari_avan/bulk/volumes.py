@@ -43,6 +43,16 @@ class LazyVolume:
     def ndim(self) -> int:
         return 3
 
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The source's chunk shape (dask's ``chunksize``), for reading whole chunks."""
+        size = getattr(self.data, "chunksize", None)
+        return None if size is None else tuple(int(n) for n in size)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[(slice(None),) * 3]
+        return whole if dtype is None else whole.astype(dtype)
+
     def __getitem__(self, key: Any) -> np.ndarray:
         part = self.data[key]
         if hasattr(part, "compute"):

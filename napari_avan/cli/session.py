@@ -170,33 +170,6 @@ def _staging(out: Path) -> Path:
     return out.with_name(out.name + STAGING_SUFFIX)
 
 
-class _LazyVolume:
-    """A volume spec read region by region (never whole, but for ``np.asarray`` when the
-    session holds its labels in memory): what ``Session.create`` takes for a volume that
-    may be larger than memory."""
-
-    def __init__(self, spec: str, voxel_size_nm: Any, role: str) -> None:
-        from napari_avan.bulk.volumes import LazyVolume
-
-        self._volume = LazyVolume(spec, voxel_size_nm, role)
-        self.shape = self._volume.shape
-        self.dtype = self._volume.dtype
-        self.ndim = 3
-
-    @property
-    def chunks(self) -> tuple[int, ...] | None:
-        """The source's chunks (dask ``chunksize``), read one region per few of them."""
-        size = getattr(self._volume.data, "chunksize", None)
-        return None if size is None else tuple(int(n) for n in size)
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._volume[key]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
-        whole = self._volume[(slice(None),) * 3]
-        return whole if dtype is None else whole.astype(dtype)
-
-
 def _bulk_create(args: argparse.Namespace) -> int:
     """``session create`` block by block (napari_avan.bulk): no volume is read whole.
 
@@ -289,8 +262,11 @@ def _staged_run(
         # the detector's map, moved into the session folder (_finish_bulk)
         "prob": specs["prob"] if specs["clefts"] is not None else "cleft_prob.zarr:cleft_prob",
     }
-    labels: Any = _LazyVolume(clefts, vs, "clefts")
-    probability: Any = None if prob is None else _LazyVolume(prob, vs, "cleft probability")
+    from napari_avan.bulk.volumes import LazyVolume
+
+    # read region by region (whole only when the session holds its labels in memory)
+    labels: Any = LazyVolume(clefts, vs, "clefts")
+    probability: Any = None if prob is None else LazyVolume(prob, vs, "cleft probability")
     session = Session.create(
         out, labels, vs, records=records, probability=probability, volumes=volumes,
         models=models,
