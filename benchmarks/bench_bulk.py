@@ -65,13 +65,13 @@ def volume_shape(gib: float) -> tuple[int, int, int]:
 
 
 def make_volume(path: Path, shape: tuple[int, int, int], tile: np.ndarray) -> None:
-    """A zarr image of ``shape`` tiled from ``tile``, written tile by tile."""
+    """A zarr volume of ``shape`` tiled from ``tile`` (its dtype), written tile by tile."""
     import zarr
 
     if path.exists():
         shutil.rmtree(path)
     array = zarr.create_array(
-        store=str(path), shape=shape, chunks=TILE, dtype=np.uint8, zarr_format=3,
+        store=str(path), shape=shape, chunks=TILE, dtype=tile.dtype, zarr_format=3,
         attributes={"voxel_size_nm": list(VOXEL)}, dimension_names=("z", "y", "x"),
     )  # fmt: skip
     for z in range(0, shape[0], TILE[0]):

@@ -36,26 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import cpu_name
-from bench_bulk import GIB, TILE, VOXEL, make_volume, small_model, volume_shape
-
-
-def make_segmentation(path: Path, shape: tuple[int, int, int], tile: np.ndarray) -> None:
-    """The tile's segmentation tiled as :func:`make_volume` tiles the image (ids repeat)."""
-    import shutil
-
-    import zarr
-
-    if path.exists():
-        shutil.rmtree(path)
-    array = zarr.create_array(
-        store=str(path), shape=shape, chunks=TILE, dtype=tile.dtype, zarr_format=3,
-        attributes={"voxel_size_nm": list(VOXEL)}, dimension_names=("z", "y", "x"),
-    )  # fmt: skip
-    for z in range(0, shape[0], TILE[0]):
-        for y in range(0, shape[1], TILE[1]):
-            for x in range(0, shape[2], TILE[2]):
-                t = tile[:, :: (-1) ** (y // TILE[1]), :: (-1) ** (x // TILE[2])]
-                array[z : z + TILE[0], y : y + TILE[1], x : x + TILE[2]] = t
+from bench_bulk import GIB, TILE, make_volume, small_model, volume_shape
 
 
 def child(args: argparse.Namespace) -> None:
@@ -163,7 +144,7 @@ def main() -> None:
             work.mkdir()
             image, seg = work / "em.zarr", work / "segmentation.zarr"
             make_volume(image, shape, sample.image)
-            make_segmentation(seg, shape, sample.segmentation)
+            make_volume(seg, shape, sample.segmentation)
             out = subprocess.run(
                 [sys.executable, __file__, "--child", "--image", str(image),
                  "--segmentation", str(seg), "--work", str(work), "--model", model],

@@ -341,19 +341,6 @@ def write_volume(
 REGION_WRITE_FORMATS = ("zarr", "zarr2", "ome-zarr", "ome-zarr2", "hdf5", "cremi")
 
 
-class _Regions:
-    """An array-like read by boxes, each read coming back as numpy (for dask's from_array)."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.shape = tuple(int(n) for n in source.shape)
-        self.dtype = np.dtype(source.dtype)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return as_numpy(self.source[key])
-
-
 def write_volume_by_regions(
     path: str | Path,
     source: Any,
@@ -393,7 +380,9 @@ def write_volume_by_regions(
             f"{fmt} files hold one whole array and cannot be written region by region: use one "
             f"of {', '.join(REGION_WRITE_FORMATS)}"
         )
-    reader = _Regions(as_array(source))
+    from napari_avan.core.session.store import RegionReader
+
+    reader = RegionReader(as_array(source))
     check_volume_shape(reader.shape, f"to write to {path}", "data")
     chunk_shape = _check_chunks(chunks, reader.ndim) or default_chunks(reader.shape)
     lazy = da.from_array(

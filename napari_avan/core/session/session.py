@@ -352,15 +352,9 @@ class Session:
         where = {}
         for cleft in clefts:
             box = self.records[cleft].box
-            if box:
-                window = tuple(slice(b, e) for b, e in zip(box[:3], box[3:], strict=True))
-                found = np.argwhere(self._labels[window] == cleft)
-                corner = np.asarray(box[:3])
-            else:
-                found = np.stack(np.unravel_index(self._labels.find(cleft), self._labels.shape), 1)
-                corner = np.zeros(3, np.int64)
+            found = np.stack(np.unravel_index(self._labels.find(cleft, box), self._labels.shape), 1)
             if found.size:
-                where[cleft] = tuple((found.mean(axis=0) + corner).tolist())
+                where[cleft] = tuple(found.mean(axis=0).tolist())
         return where
 
     def cleft_box(self, cleft: int) -> tuple[int, ...]:
@@ -586,11 +580,11 @@ class Session:
         parts = []
         for cleft in clefts:
             box = self.records[cleft].box
+            if isinstance(self._labels, ChunkedLabels):  # its box (or all) region by region
+                parts.append(self._labels.find(cleft, box))
+                continue
             if not box:  # unknown: search the whole volume
-                if isinstance(self._labels, ChunkedLabels):
-                    parts.append(self._labels.find(cleft))
-                else:
-                    parts.append(np.flatnonzero(self._labels.ravel() == cleft))
+                parts.append(np.flatnonzero(self._labels.ravel() == cleft))
                 continue
             window = tuple(slice(b, e) for b, e in zip(box[:3], box[3:], strict=True))
             local = np.argwhere(self._labels[window] == cleft) + np.asarray(box[:3])

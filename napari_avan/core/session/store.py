@@ -76,6 +76,29 @@ def scan_boxes(
                 )
 
 
+class RegionReader:
+    """A volume read by boxes, each read coming back as numpy (a dask region computed): numpy,
+    zarr, h5py or dask, for code that slices and expects numpy."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.shape = tuple(int(n) for n in source.shape)
+        self.dtype = np.dtype(source.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        region = self.source[key]
+        compute = getattr(region, "compute", None)
+        return np.asarray(compute() if callable(compute) else region)
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The source's chunk shape (dask's largest chunks), or None."""
+        if getattr(self.source, "chunks", None) is None:
+            return None
+        return chunk_shape(self.source)
+
+
 class ChunkedLabels:
     """A session's cleft labels in a zarr array, changed in place chunk by chunk.
 
@@ -173,10 +196,16 @@ class ChunkedLabels:
             region[local] = values[rows]
             self._array[box] = region
 
-    def find(self, value: int) -> np.ndarray:
-        """Flat indices of every voxel labelled ``value``, in increasing order (a scan)."""
+    def find(self, value: int, within: Sequence[int] = ()) -> np.ndarray:
+        """Flat indices of every voxel labelled ``value``, in increasing order: a scan of the
+        volume, or of the box ``within`` (z0, y0, x0, z1, y1, x1), region by region."""
+        lo = np.asarray(within[:3] if within else (0, 0, 0), np.int64)
+        hi = np.asarray(within[3:] if within else self.shape, np.int64)
         parts = []
-        for box in scan_boxes(self.shape, self.chunks):
+        for part in scan_boxes([int(n) for n in hi - lo], self.chunks):
+            box = tuple(
+                slice(int(s.start + o), int(s.stop + o)) for s, o in zip(part, lo, strict=True)
+            )
             where = np.argwhere(np.asarray(self[box]) == value)
             if where.size:
                 where += np.array([s.start for s in box])

@@ -9,12 +9,12 @@ reads only boxes around each cleft.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from napari_avan.core.session.decisions import CleftRecord
+from napari_avan.core.session.store import RegionReader
 from napari_avan.types import EdgeStatus
 
 if TYPE_CHECKING:
@@ -69,28 +69,6 @@ class CorrectedLabels:
         return region
 
 
-class _Boxes:
-    """A volume read by boxes, each read as numpy (a dask, zarr or numpy volume)."""
-
-    def __init__(self, source: Any) -> None:
-        self.source = source
-        self.shape = tuple(int(n) for n in source.shape)
-        self.dtype = np.dtype(source.dtype)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        region = self.source[key]
-        compute = getattr(region, "compute", None)
-        return np.asarray(compute() if callable(compute) else region)
-
-    @property
-    def chunks(self) -> tuple[int, ...] | None:
-        size = getattr(self.source, "chunksize", None) or getattr(self.source, "chunks", None)
-        if size is None or len(size) != self.ndim or not all(isinstance(c, Integral) for c in size):
-            return None
-        return tuple(int(c) for c in size)
-
-
 def session_edges(session: Session, segmentation: Any) -> pd.DataFrame:
     """The edge table of every cleft with partners, ``status`` and ``round`` per cleft.
 
@@ -115,7 +93,7 @@ def session_edges(session: Session, segmentation: Any) -> pd.DataFrame:
         )
     else:
         table = _edges_by_boxes(
-            session, _Boxes(segmentation), partners[["cleft_id", "pre_id", "post_id"]],
+            session, RegionReader(segmentation), partners[["cleft_id", "pre_id", "post_id"]],
             model=str(models.get("avan", "")),
         )  # fmt: skip
     records = [session.records[int(c)] for c in table["cleft_segid"]]
@@ -125,7 +103,7 @@ def session_edges(session: Session, segmentation: Any) -> pd.DataFrame:
 
 
 def _edges_by_boxes(
-    session: Session, segmentation: _Boxes, partners: pd.DataFrame, *, model: str
+    session: Session, segmentation: RegionReader, partners: pd.DataFrame, *, model: str
 ) -> pd.DataFrame:
     """:func:`~napari_avan.core.tables.edge_table` of labels kept on disk, never reading a
     whole volume.
@@ -232,7 +210,7 @@ def _exact_centroids(labels: Any, stats: LabelStatistics) -> LabelStatistics:
 
 
 def _nearest_anywhere(
-    segmentation: _Boxes,
+    segmentation: RegionReader,
     centres: dict[tuple[int, str], list[np.ndarray]],
     voxel: np.ndarray,
     fallback_chunks: Sequence[int],
