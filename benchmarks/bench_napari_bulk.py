@@ -45,12 +45,23 @@ def child(args: argparse.Namespace) -> None:
 
     me = psutil.Process()
     peak = [0]
+    phases: dict[str, float] = {}
+    cached: dict[str, float] = {}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], me.memory_info().rss)
             time.sleep(0.1)
+
+    def phase(name: str) -> None:
+        """The peak RSS (GiB) since the last phase ended, and what napari's dask cache
+        holds then (GiB)."""
+        from napari.utils._dask_utils import _DASK_CACHE
+
+        phases[name] = max(peak[0], me.memory_info().rss) / GIB
+        cached[name] = _DASK_CACHE.cache.total_bytes / GIB
+        peak[0] = 0
 
     threading.Thread(target=sample, daemon=True).start()
     import napari
@@ -62,6 +73,8 @@ def child(args: argparse.Namespace) -> None:
     viewer.window._qt_window.resize(1400, 900)
     viewer.open(args.image, plugin="napari-avan")
     viewer.open(args.segmentation, plugin="napari-avan")
+    process_events(0.5)
+    phase("open")
     em = viewer.layers[0]
     seg = next(layer for layer in viewer.layers if layer is not em)
     _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
@@ -77,6 +90,7 @@ def child(args: argparse.Namespace) -> None:
     wait_until(lambda: not detect.runner.busy, timeout=7200)
     detect_s = time.perf_counter() - started
     process_events(0.5)
+    phase("detect")
     clefts = next(
         layer for layer in viewer.layers
         if (layer.metadata or {}).get("napari_avan_kind") == "predicted_clefts"
@@ -91,6 +105,7 @@ def child(args: argparse.Namespace) -> None:
     session = proofread.new_session()
     process_events(0.2)
     start_s = time.perf_counter() - started
+    phase("session start")
     latencies = []
     for key in ["a", "r"] * 9 + ["Control-z"] * 2:
         before = len(session.entries)
@@ -99,6 +114,7 @@ def child(args: argparse.Namespace) -> None:
         wait_until(lambda before=before: len(session.entries) > before, timeout=60)
         process_events()
         latencies.append(time.perf_counter() - started)
+    phase("decisions")
     stop.set()
     print(
         json.dumps(
@@ -109,7 +125,9 @@ def child(args: argparse.Namespace) -> None:
                 "session_start_s": start_s,
                 "key_median_s": float(np.median(latencies)),
                 "decisions": len(session.entries),
-                "peak_rss_gib": peak[0] / GIB,
+                "peak_rss_gib": max(phases.values()),
+                "phases_peak_rss_gib": phases,
+                "phases_dask_cache_gib": cached,
             }
         )
     )
@@ -165,7 +183,11 @@ def main() -> None:
                 f"({n / row['detect_s'] * 1e-6:.2f} Mvoxel/s), {row['clefts']} clefts; session "
                 f"labels {where}, started in {row['session_start_s']:.1f} s; key to decision "
                 f"{1000 * row['key_median_s']:.0f} ms (median); napari peak RSS "
-                f"{row['peak_rss_gib']:.2f} GiB",
+                f"{row['peak_rss_gib']:.2f} GiB ("
+                + ", ".join(f"{k} {v:.2f}" for k, v in row["phases_peak_rss_gib"].items())
+                + "; napari's dask cache "
+                + ", ".join(f"{v:.2f}" for v in row["phases_dask_cache_gib"].values())
+                + ")",
                 flush=True,
             )
             import shutil
