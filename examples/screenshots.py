@@ -7,10 +7,12 @@ widget through npe2, and for the synthetic polyadic sample and the real VNC ssTE
 and assigns every cleft in the viewport, saving a screenshot of each; then it opens the
 Proofread dock over that session and shoots the review of its most uncertain cleft and the
 gallery of thumbnails; ``--bootstrap`` shoots the Bootstrap dock after two short rounds on
-the synthetic sample instead:
+the synthetic sample instead, and ``--whole-volume`` the Detect dock's whole volume of a
+file (block by block) under the Proofread dock's session with its labels on disk:
 
     xvfb-run -a python examples/screenshots.py --out docs/images
     xvfb-run -a python examples/screenshots.py --out docs/images --bootstrap
+    xvfb-run -a python examples/screenshots.py --out docs/images --whole-volume
     xvfb-run -a python examples/screenshots.py --out /tmp/shots --avan vnc_recipe_out/avan
 
 ``--avan`` takes a bundled name or a model folder (for example one fine-tuned on the VNC
@@ -191,6 +193,66 @@ def shoot_bootstrap(out: Path, minutes: float, rounds: int) -> list[Path]:
     return [shot]
 
 
+def shoot_whole_volume(out: Path) -> list[Path]:
+    """The polyadic sample tiled 2 x 2 in-plane into a zarr store (EM and segmentation),
+    opened with the plugin's reader (lazily); the Detect dock's whole volume, block by block
+    into a zarr store; a session started on the predicted clefts with its labels on disk (the
+    in-memory limit lowered for this small volume), its clefts assigned block by block."""
+    import os
+    import tempfile
+
+    import napari
+
+    from napari_avan._napari._gui_testing import process_events, wait_until
+    from napari_avan.core.synth import synthesize
+    from napari_avan.io import write_volume
+
+    work = Path(tempfile.mkdtemp(prefix="napari-avan-shot-"))
+    os.environ["NAPARI_AVAN_SESSIONS"] = str(work / "sessions")
+    os.environ["NAPARI_AVAN_LABELS_IN_MEMORY_MIB"] = "1"
+    sample = synthesize(seed=0, shape=(32, 256, 256), polyadic=True)
+    for key, tile in (("EM", sample.image), ("segmentation", sample.segmentation)):
+        # mirrored tiles meet without a seam; segment ids made unique per tile
+        row = np.concatenate([tile, tile[:, :, ::-1]], axis=2)
+        volume = np.concatenate([row, row[:, ::-1]], axis=1)
+        if key == "segmentation":
+            offsets = np.zeros(volume.shape, volume.dtype)
+            offsets[:, :, 256:] += volume.max() + 1
+            offsets[:, 256:] += 2 * (volume.max() + 1)
+            volume = np.where(volume > 0, volume + offsets, 0)
+        write_volume(work / "tiled.zarr", volume, sample.voxel_size_nm, key=key,
+                     chunks=(8, 256, 256))  # fmt: skip
+    viewer = napari.Viewer(title="napari-avan: whole volume", show=True)
+    viewer.window._qt_window.resize(2000, 1000)
+    viewer.open(str(work / "tiled.zarr"), plugin="napari-avan")
+    _, detect = viewer.window.add_plugin_dock_widget("napari-avan", "Detect clefts")
+    detect.image.value = viewer.layers["EM"]
+    detect.scope.value = "whole volume"
+    detect.output.value = str(work / "predictions.zarr")
+    widen_dock(viewer, detect, 520)
+    detect.run()
+    wait_until(lambda: not detect.runner.busy, 1800)
+    detect_status = detect.status.value
+    _, proofread = viewer.window.add_plugin_dock_widget("napari-avan", "Proofread")
+    widen_dock(viewer, proofread, 560)
+    proofread.reset_choices()
+    proofread.image.value = viewer.layers["EM"]
+    proofread.clefts.value = viewer.layers["predicted clefts"]
+    proofread.segmentation.value = viewer.layers["segmentation"]
+    proofread.new_session()
+    wait_until(lambda: not proofread.runner_busy(), 1800)
+    wait_until(lambda: not proofread.gallery.rendering, 120)
+    viewer.layers["cleft probability"].visible = False
+    process_events(0.5)
+    shot = out / "whole_volume_session.png"
+    viewer.screenshot(str(shot), canvas_only=False, flash=False)
+    session = proofread.session
+    where = "in memory" if session.in_memory else "on disk"
+    print(f"whole volume: {detect_status}; session labels {where}; {proofread.progress.value}")
+    viewer.close()
+    return [shot]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -199,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", action="store_true",
                         help="only the Bootstrap dock after --rounds rounds on the synthetic "
                         "sample")  # fmt: skip
+    parser.add_argument("--whole-volume", action="store_true",
+                        help="only the Detect dock's whole volume of a file and a session "
+                        "on disk")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=1.0, help="per round")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.bootstrap:
         for path in shoot_bootstrap(args.out, args.minutes, args.rounds):
+            print(path)
+        return 0
+    if args.whole_volume:
+        for path in shoot_whole_volume(args.out):
             print(path)
         return 0
 

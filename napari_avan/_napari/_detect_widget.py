@@ -37,7 +37,7 @@ from napari_avan._napari._layers import CLEFTS_KIND, PROB_KIND, SOURCE_SPEC_KEY
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import JobKind
+from napari_avan._napari._workers import JobKind, thread_safe
 from napari_avan.core.geometry import Box, box_offset, grow_box, shift_points
 from napari_avan.core.tables import merged_cleft_table
 from napari_avan.types import AvanInputError
@@ -277,7 +277,7 @@ class DetectWidget(ModelWidget):
             return self._start_bulk(layer, source, voxel)
         self._bulk_out = None
         box = self.region()
-        data = layer.data
+        data = thread_safe(layer.data)  # read in the worker
         self._failed = False
         spec, device = self.model_spec, str(self.device.value)
         threshold, min_size = float(self.threshold.value), int(self.min_size.value)

@@ -50,7 +50,7 @@ from napari_avan._napari._layers import (
 from napari_avan._napari._model_widget import ModelWidget
 from napari_avan._napari._models import MODELS
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import JobKind, docked, notify
+from napari_avan._napari._workers import JobKind, docked, notify, thread_safe
 from napari_avan.core.geometry import clefts_in_box
 from napari_avan.core.session import Session, SessionEvent, assign_decision
 from napari_avan.core.session.tables import edge_status
@@ -408,7 +408,7 @@ class PartnersWidget(ModelWidget):
         except AvanInputError as exc:
             self._fail(f"Partners: {exc}")
             return None
-        arrays = (image.data, clefts.data, seg.data)
+        arrays = tuple(thread_safe(a) for a in (image.data, clefts.data, seg.data))
         spec, device = self.model_spec, str(self.device.value)
         kwargs = self._assign_kwargs()
         single = len(cleft_points) == 1 and clicked is not None

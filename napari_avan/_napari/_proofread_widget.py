@@ -45,7 +45,7 @@ from napari_avan._napari._geometry import (
 )
 from napari_avan._napari._layers import POST_KIND, PRE_KIND
 from napari_avan._napari._session_hub import hub_for
-from napari_avan._napari._workers import docked, guarded
+from napari_avan._napari._workers import docked, guarded, thread_safe
 from napari_avan.core.session import Session, SessionEvent
 from napari_avan.io.export import EXPORT_FORMATS
 from napari_avan.types import AvanInputError
@@ -270,7 +270,7 @@ class ProofreadWidget(Container):
             "pre_threshold": float(post.get("pre_threshold", 0.5)),
             "post_threshold": float(post.get("post_threshold", 0.5)),
         }
-        arrays = (image.data, labels, seg.data)
+        arrays = tuple(thread_safe(a) for a in (image.data, labels, seg.data))
         voxel = session.voxel_size_nm
 
         def work() -> Any:
@@ -608,8 +608,9 @@ class ProofreadWidget(Container):
         if session is None or image is None or cleft not in session.records:
             raise AvanInputError(f"cleft {cleft} is not in the session")
         record = session.records[cleft]
-        return cleft_thumbnail(
-            image.data, session.labels, None if seg is None else seg.data, cleft,
+        return cleft_thumbnail(  # in the gallery's worker thread
+            thread_safe(image.data), session.labels,
+            None if seg is None else thread_safe(seg.data), cleft,
             record.box, record.pre, record.post,
         )  # fmt: skip
 

@@ -22,6 +22,17 @@ from napari_avan.types import AvanInputError
 _RUNNERS: weakref.WeakKeyDictionary[Any, JobRunner] = weakref.WeakKeyDictionary()
 
 
+def thread_safe(data: Any) -> Any:
+    """A layer's data to read in a worker thread: a dask array wrapped so that each read
+    computes apart from napari's dask cache (see
+    :class:`~napari_avan.core.session.store.RegionReader`); anything else as it is."""
+    if type(data).__module__.split(".")[0] != "dask":
+        return data
+    from napari_avan.core.session.store import RegionReader
+
+    return RegionReader(data)
+
+
 def describe_failure(what: str, exc: BaseException) -> str:
     """One line for the user: the reason, and the exception type when it is not ours."""
     if isinstance(exc, AvanInputError):

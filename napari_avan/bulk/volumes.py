@@ -56,7 +56,8 @@ class LazyVolume:
     def __getitem__(self, key: Any) -> np.ndarray:
         part = self.data[key]
         if hasattr(part, "compute"):
-            part = part.compute(scheduler="synchronous")  # inside a dask task: no nested graph
+            # inside a dask task: no nested graph; callbacks=[]: see core.session.store
+            part = part.compute(scheduler="synchronous", callbacks=[])
         return np.asarray(part)
 
 

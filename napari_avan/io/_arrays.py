@@ -21,7 +21,8 @@ def is_dask(data: Any) -> bool:
 def as_numpy(data: Any) -> np.ndarray:
     """``data`` as a numpy array (computing a dask array)."""
     if is_dask(data):
-        return np.asarray(data.compute())
+        # callbacks=[]: thread-safe beside napari's dask cache (see core.session.store)
+        return np.asarray(data.compute(callbacks=[]))
     return np.asarray(data)
 
 

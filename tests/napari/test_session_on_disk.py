@@ -144,3 +144,41 @@ def test_a_session_on_disk_from_file_layers_is_proofread_like_one_in_memory(
     opened = proofread.open_session(session.path)
     shown = viewer.layers[f"clefts ({session.path.name})"]
     assert not opened.in_memory and shown.data is opened.labels.array
+
+
+def test_reads_in_a_worker_thread_leave_napari_slicing_alone(
+    make_napari_viewer, tmp_path: Path
+) -> None:
+    """A worker thread reading a dask layer through ``thread_safe`` while napari slices it
+    300 times: napari's slicing never fails, and the reads do not use napari's dask cache
+    (a plain dask compute in a thread takes and empties the process-wide callbacks, napari's
+    cache among them while it slices: its bookkeeping breaks, at random)."""
+    import threading
+
+    from dask.callbacks import Callback
+
+    from napari_avan._napari._workers import thread_safe
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open(str(_volumes_on_disk(viewer, tmp_path)), plugin="napari-avan")
+    em = viewer.layers["EM"]
+    reader = thread_safe(em.data)
+    assert reader is not em.data  # a dask array, wrapped
+    stop = threading.Event()
+    reads = []
+
+    def read() -> None:
+        while not stop.is_set():
+            reads.append(np.asarray(reader[0:8, 0:128, 0:128]).sum())
+
+    before = set(Callback.active)
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    try:
+        for k in range(300):
+            viewer.dims.set_point(0, float((k * 7) % em.data.shape[0]) * em.scale[0])
+    finally:
+        stop.set()
+        worker.join()
+    assert len(reads) > 10 and len(set(reads)) == 1
+    assert set(Callback.active) == before  # nothing left registered or taken away

@@ -78,7 +78,14 @@ def scan_boxes(
 
 class RegionReader:
     """A volume read by boxes, each read coming back as numpy (a dask region computed): numpy,
-    zarr, h5py or dask, for code that slices and expects numpy."""
+    zarr, h5py or dask, for code that slices and expects numpy.
+
+    A dask region is computed with ``callbacks=[]``. Without it dask takes the process-wide
+    callbacks for the computation and empties them meanwhile; napari registers its
+    opportunistic cache there while it slices a dask layer, so a computation in a worker
+    thread at that moment corrupts the cache's bookkeeping (a ``KeyError`` in napari's
+    slicing) or loses it. Hand layers' dask arrays to worker threads through this.
+    """
 
     def __init__(self, source: Any) -> None:
         self.source = source
@@ -89,7 +96,11 @@ class RegionReader:
     def __getitem__(self, key: Any) -> np.ndarray:
         region = self.source[key]
         compute = getattr(region, "compute", None)
-        return np.asarray(compute() if callable(compute) else region)
+        return np.asarray(compute(callbacks=[]) if callable(compute) else region)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[(slice(None),) * self.ndim]
+        return whole if dtype is None else whole.astype(dtype)
 
     @property
     def chunks(self) -> tuple[int, ...] | None:
