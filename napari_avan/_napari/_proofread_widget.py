@@ -250,7 +250,6 @@ class ProofreadWidget(Container):
         in napari's activity dock); each result is an ``assign`` decision, and the queue is
         ordered again by uncertainty when the run ends."""
         from napari_avan._napari._models import MODELS
-        from napari_avan._napari._workers import JobKind, runner_for
         from napari_avan.core.geometry import clefts_in_box
         from napari_avan.core.session import assign_decision
         from napari_avan.models.partners import PartnersStep, iter_partners
@@ -294,6 +293,12 @@ class ProofreadWidget(Container):
             )
 
         self.status.value = f"assigning {len(points)} clefts..."
+        return self._start_assign(work, on_yield, on_done)
+
+    def _start_assign(self, work: Any, on_yield: Any, on_done: Any) -> Any:
+        """Run an assignment of every cleft in the viewer's job runner (progress, Cancel)."""
+        from napari_avan._napari._workers import JobKind, runner_for
+
         return runner_for(self._viewer).start(
             "Assign every cleft",
             work,
@@ -312,7 +317,6 @@ class ProofreadWidget(Container):
         import json
         import shutil
 
-        from napari_avan._napari._workers import JobKind, runner_for
         from napari_avan.bulk.assign import iter_bulk_assign, plan_assign_job
 
         specs = {}
@@ -358,15 +362,7 @@ class ProofreadWidget(Container):
                 )
 
         self.status.value = "assigning every cleft, block by block..."
-        return runner_for(self._viewer).start(
-            "Assign every cleft",
-            work,
-            kind=JobKind.ASSIGN,
-            on_yield=on_yield,
-            on_done=on_done,
-            on_error=lambda reason: setattr(self.status, "value", reason),
-            progress=lambda step: (step.done, step.total),
-        )
+        return self._start_assign(work, on_yield, on_done)
 
     def open_session(self, path: str | Path) -> Session:
         """Show the session saved in folder ``path`` (see :meth:`SessionHub.open`)."""
