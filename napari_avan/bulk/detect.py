@@ -13,7 +13,9 @@ each recorded in the run's ledger (``OUT.zarr/_bulk``) when done:
    block faces) go to scratch arrays, one per neighbour they belong to;
 2. **finish** (one task per cell with such slabs): add up the slabs' sums and finish them;
 3. **label** (one task per output block): resample the working map to the image's voxel size,
-   write the probability, threshold, label 6-connected components, measure them;
+   write the probability, threshold, label 6-connected components, measure them (with
+   ``join_radius_nm``: the components of the mask dilated in-plane by the radius, from the
+   block grown by it, measured on the thresholded voxels);
 4. **stitch** (here) and **relabel** (one task per output block): join the labels touching
    across block faces, drop small clefts, number them in scan order, write the labels; then
    the cleft table, and the scratch arrays are removed.
@@ -89,11 +91,20 @@ class Job:
     proximity: bool
     flip_tta: bool
     batch_size: int
+    join_radius_nm: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
         return Path(self.out)
+
+    def join_structure(self) -> np.ndarray | None:
+        """The in-plane disc that joins fragments (``join_radius_nm``), or None."""
+        if self.join_radius_nm <= 0:
+            return None
+        from napari_avan.core.geometry import inplane_structure
+
+        return inplane_structure(self.join_radius_nm, self.image_voxel, 1)
 
     @property
     def ledger(self) -> Path:
@@ -379,6 +390,15 @@ def label_block(job: Job, index: Shape3) -> dict[str, float]:
         return SKIPPED
     clock = Clock()
     box = job.output.box(index)
+    # joining fragments dilates the mask in-plane: a halo of the disc's half width around
+    # the block makes the dilation inside the block the whole volume's
+    structure = job.join_structure()
+    halo = (0, 0, 0) if structure is None else tuple(n // 2 for n in structure.shape)
+    inner = box
+    box = tuple(  # type: ignore[assignment]
+        (max(0, a - h), min(n, b + h))
+        for (a, b), h, n in zip(inner, halo, job.image_shape, strict=True)
+    )
     span = [linear_source_span(job.work_shape[a], job.image_shape[a], *box[a]) for a in range(3)]
     pads = job.windows.pads
     padded = tuple((a + p[0], b + p[0]) for (a, b), p in zip(span, pads, strict=True))
@@ -393,14 +413,45 @@ def label_block(job: Job, index: Shape3) -> dict[str, float]:
             source_shape=job.work_shape,
         )
         mask = prob > job.threshold
-        labels = cc3d.connected_components(mask, connectivity=6, out_dtype=np.uint32)
-        stats = block_statistics(labels, prob, [b[0] for b in box], job.image_shape)
+        crop = tuple(slice(a - g[0], b - g[0]) for (a, b), g in zip(inner, box, strict=True))
+        if structure is None:
+            labels = cc3d.connected_components(mask, connectivity=6, out_dtype=np.uint32)
+            stats = block_statistics(labels, prob, [b[0] for b in box], job.image_shape)
+        else:
+            from napari_avan.core.geometry import dilate_mask
+
+            # labels of the joined mask (they meet across faces), measured on the
+            # thresholded voxels only, as clefts_from_probability keeps them
+            joined = dilate_mask(mask, structure)[crop]
+            prob, mask = prob[crop], mask[crop]
+            box = inner
+            labels = cc3d.connected_components(joined, connectivity=6, out_dtype=np.uint32)
+            masked = np.where(mask, labels, np.uint32(0))
+            stats = block_statistics(masked, prob, [b[0] for b in box], job.image_shape)
+            stats = _padded_statistics(stats, int(labels.max()))
     with clock("write"):
         _open(job, "cleft_prob")[box_slices(box)] = prob
         _open(job, f"{LEDGER}/local")[box_slices(box)] = labels
         _save_stats(job, index, stats)
     _mark_done(job, "label", index)
     return clock.seconds
+
+
+def _padded_statistics(stats: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """A block's statistics for labels 1..``n``, some of which have no voxel measured (a
+    joined component whose thresholded voxels all lie in other blocks): size 0, an empty
+    box (begin above end), no first voxel."""
+    have = int(stats["size"].size)
+    big = np.iinfo(np.int64).max
+    fill = {"size": 0, "first": big, "coord_sum": 0, "begin": big, "end": -1, "value_sum": 0.0}
+    out = {}
+    for key, value in stats.items():
+        extra = np.full((n - have, *value.shape[1:]), fill[key], dtype=value.dtype)
+        out[key] = np.concatenate([value, extra]) if n > have else value.copy()
+    empty = out["size"] == 0
+    out["begin"][empty] = big
+    out["end"][empty] = -1
+    return out
 
 
 # ----------------------------------------------------------------------------- phase 4
@@ -414,8 +465,13 @@ def relabel_block(job: Job, index: Shape3, lookup: np.ndarray) -> dict[str, floa
     box = job.output.box(index)
     with clock("read"):
         local = _read(_open(job, f"{LEDGER}/local"), box)
+        if job.join_radius_nm > 0:  # joined labels: the clefts keep the thresholded voxels
+            keep = _read(_open(job, "cleft_prob"), box) > job.threshold
     with clock("write"):
-        _open(job, "clefts")[box_slices(box)] = lookup[local]
+        labels = lookup[local]
+        if job.join_radius_nm > 0:
+            labels[~keep] = 0
+        _open(job, "clefts")[box_slices(box)] = labels
     _mark_done(job, "relabel", index)
     return clock.seconds
 
@@ -473,6 +529,7 @@ def plan_job(
     device: str = "auto",
     flip_tta: bool = False,
     batch_size: int = 1,
+    join_radius_nm: float = 0.0,
 ) -> Job:
     """The job of a bulk detection of ``image`` (a volume spec) into ``out``; reads only the
     volume's metadata and the model."""
@@ -524,6 +581,7 @@ def plan_job(
         proximity=meta.get("target") == "proximity",
         flip_tta=bool(flip_tta),
         batch_size=max(1, int(batch_size)),
+        join_radius_nm=max(0.0, float(join_radius_nm)),
     )
     params = {
         "ledger_version": LEDGER_VERSION,
@@ -539,6 +597,8 @@ def plan_job(
         "window_group": list(windows.group),
         "flip_tta": job.flip_tta,
     }
+    if job.join_radius_nm > 0:  # absent otherwise, as in runs made before it existed
+        params["join_radius_nm"] = job.join_radius_nm
     return replace(job, params=params)
 
 

@@ -96,13 +96,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def _bulk_detect(args: argparse.Namespace) -> int:
     """``detect`` block by block (napari_avan.bulk): the volume is never read whole."""
     from napari_avan.bulk import iter_bulk_detect, plan_job
-    from napari_avan.types import AvanInputError
 
-    if args.join_radius_nm > 0:
-        raise AvanInputError(
-            "--join-radius-nm is not available block by block yet: drop it, or run without "
-            "--workers/--scheduler/--block/--resume on a volume that fits in memory"
-        )
     job = plan_job(
         args.image,
         Path(args.out),
@@ -113,6 +107,7 @@ def _bulk_detect(args: argparse.Namespace) -> int:
         block=args.block,
         device=args.device,
         flip_tta=args.tta,
+        join_radius_nm=args.join_radius_nm,
     )
     steps = iter_bulk_detect(job, **bulk_run_options(args))
     result = drive_bulk(steps, "detect, block by block", args.quiet)

@@ -72,10 +72,6 @@ def test_a_killed_run_resumes_to_identical_output(detector, image_zarr, tmp_path
 
 def test_bulk_refuses_what_it_cannot_do(detector, image_zarr, tmp_path) -> None:
     common = [str(image_zarr), "--model", str(detector), "--out", str(tmp_path / "o.zarr")]
-    proc = _cli("detect", *common, "--block", "4,64,64", "--join-radius-nm", "20")
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "--join-radius-nm" in err
-    assert not (tmp_path / "o.zarr").exists()
     proc = _cli("detect", *common, "--block", "4,0,64")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "three positive integers" in err

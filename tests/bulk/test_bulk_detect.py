@@ -62,6 +62,49 @@ def test_bulk_equals_the_whole_volume(detector, tmp_path, voxel, block) -> None:
     assert not (tmp_path / "out.zarr" / "_bulk").exists()  # scratch removed
 
 
+@pytest.mark.parametrize("radius", [8.0, 16.0])
+def test_joining_fragments_block_by_block_equals_the_whole_volume(
+    detector, tmp_path, radius
+) -> None:
+    """``join_radius_nm``: fragments closer in-plane than the radius are one cleft, across
+    block faces too (each label block reads a halo of the radius)."""
+    from bulk_cases import cpu
+
+    from napari_avan.core.clefts import clefts_from_probability
+    from napari_avan.models.checkpoint import resolve_model
+    from napari_avan.models.detect import detect
+
+    voxel, block = (50.0, 6.0, 7.0), (4, 23, 31)
+    image = noise_image((13, 90, 100))
+    model = resolve_model(str(detector), "cleft-detector")
+    found = detect(model, image, voxel, run=cpu(), join_radius_nm=radius)
+    threshold = float(model.metadata["postprocess"]["threshold"])
+    apart = clefts_from_probability(found.prob, threshold=threshold, min_size=1)
+    joined = clefts_from_probability(
+        found.prob, threshold=threshold, min_size=1, join_radius_nm=radius, voxel_size_nm=voxel
+    )
+    assert joined.max() < apart.max()  # the radius joins fragments here
+    write_volume(tmp_path / "image.zarr", image, voxel, chunks=(4, 32, 32))
+    _, result = _bulk(
+        detector, str(tmp_path / "image.zarr"), tmp_path / "out.zarr", block=block, workers=0,
+        join_radius_nm=radius,
+    )  # fmt: skip
+    assert result.n_clefts == int(found.clefts.max()) > 3
+    assert_same_outputs(tmp_path / "out.zarr", (found.prob, found.clefts, found.table))
+    # some joined cleft has fragments in two blocks that touch only once dilated
+    grid = OutputGrid(image.shape, block)  # type: ignore[arg-type]
+    owner = np.zeros(image.shape, np.int64)
+    for k, index in enumerate(grid.indices()):
+        owner[tuple(slice(a, b) for a, b in grid.box(index))] = k
+    split = 0
+    for cleft in np.unique(found.clefts)[1:]:
+        pieces = np.unique(apart[found.clefts == cleft])
+        blocks_of = [set(np.unique(owner[apart == p]).tolist()) for p in pieces]
+        if len(pieces) > 1 and len(set().union(*blocks_of)) > 1:
+            split += 1
+    assert split > 0
+
+
 def test_an_interrupted_run_resumes_to_the_same_output(detector, tmp_path) -> None:
     image, voxel = noise_image((13, 90, 100)), (50.0, 6.0, 7.0)
     whole = whole_volume(detector, image, voxel)
