@@ -14,7 +14,7 @@ strings and ``round`` is int64. All coordinates are in voxel units of the volume
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -373,6 +373,50 @@ def _nearest_voxels(
     }
 
 
+def _nearest_anywhere(
+    segmentation: Any,
+    centres: dict[tuple[int, str], list[np.ndarray]],
+    voxel_size: np.ndarray,
+) -> dict[tuple[int, str], list[np.ndarray] | None]:
+    """For each (segment, side) and each of its centres (nm): the segment's voxel nearest
+    the centre anywhere in the volume, the lowest linear (z, y, x) index among equals; None
+    for a segment with no voxel. Read region by region (never whole, for a lazy volume)."""
+    from napari_avan.core.session.store import chunk_shape, scan_boxes
+
+    if not centres:
+        return {}
+    shape = tuple(int(n) for n in segmentation.shape)
+    big = (np.inf, np.iinfo(np.int64).max)
+    best: dict[tuple[int, str], list[tuple[float, int, np.ndarray | None]]] = {
+        key: [(*big, None)] * len(points) for key, points in centres.items()
+    }
+    seg_ids = np.unique([seg_id for seg_id, _ in centres]).astype(np.int64)
+    for box in scan_boxes(shape, chunk_shape(segmentation)):
+        block = np.asarray(segmentation[box])
+        hit = np.isin(block, seg_ids)
+        if not hit.any():
+            continue
+        corner = np.array([s.start for s in box], dtype=np.int64)
+        local = np.argwhere(hit)  # C order: increasing linear index within the box
+        labels = block[hit].astype(np.int64)
+        anywhere = local.astype(np.int64) + corner
+        linear = np.ravel_multi_index(tuple(anywhere.T), shape)
+        for key, points in centres.items():
+            mine = labels == key[0]
+            if not mine.any():
+                continue
+            candidates, lin = anywhere[mine], linear[mine]
+            for k, centre in enumerate(points):
+                d2 = (((candidates * voxel_size) - centre) ** 2).sum(axis=1)
+                j = int(np.argmin(d2))  # the first among equals: the lowest index here
+                if (float(d2[j]), int(lin[j])) < best[key][k][:2]:
+                    best[key][k] = (float(d2[j]), int(lin[j]), candidates[j])
+    return {
+        key: None if rows[0][2] is None else [p for _, _, p in rows if p is not None]
+        for key, rows in best.items()
+    }
+
+
 def edge_table(
     clefts: np.ndarray,
     segmentation: np.ndarray,
@@ -475,18 +519,19 @@ def edge_table(
                 else:
                     outside.setdefault((seg_id, side), []).append(row)
 
-    missing_segments = []
     cleft_ids = table["cleft_id"].to_numpy(np.int64)
-    for (seg_id, side), rows_out in outside.items():
-        # rare slow path: the whole segmentation
-        anywhere = np.argwhere(np.asarray(segmentation[:, :, :]) == seg_id).astype(np.int64)
-        if anywhere.size == 0:
-            missing_segments.append(seg_id)
-            continue
-        for row in rows_out:
-            i = where[int(cleft_ids[row])]
-            d2 = (((anywhere * voxel_size) - stats.centroid[i] * voxel_size) ** 2).sum(axis=1)
-            points[side][row] = anywhere[int(np.argmin(d2))]
+    centres = {
+        key: [stats.centroid[where[int(cleft_ids[row])]] * voxel_size for row in rows_out]
+        for key, rows_out in outside.items()
+    }
+    # rare slow path: the whole segmentation, region by region
+    found = _nearest_anywhere(segmentation, centres, voxel_size)
+    missing_segments = [seg_id for (seg_id, _), best in found.items() if best is None]
+    for key, rows_out in outside.items():
+        best = found[key]
+        if best is not None:
+            for row, point in zip(rows_out, best, strict=True):
+                points[key[1]][row] = point
     if missing_segments:
         raise AvanInputError(
             f"partner table names {len(set(missing_segments))} segment id(s) with no voxel in "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -423,3 +424,51 @@ def test_merged_cleft_table_after_a_run_rewrote_a_box() -> None:
     expected = cleft_table(after)
     assert merged["cleft_segid"].tolist() == [1, 3, 4]
     pd.testing.assert_frame_equal(merged, expected, check_dtype=False)
+
+
+class _Bounded:
+    """A read-only volume that refuses reads of more than ``limit`` voxels at once."""
+
+    def __init__(self, data: np.ndarray, limit: int) -> None:
+        self.data, self.limit = data, limit
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.largest = 0
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        part = self.data[key]
+        self.largest = max(self.largest, part.size)
+        if part.size > self.limit:
+            raise AssertionError(f"a read of {part.size} voxels")
+        return part
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise AssertionError("the whole volume was read")
+
+
+def test_a_partner_far_from_its_cleft_is_found_region_by_region() -> None:
+    """A partner with no voxel near its cleft: its voxel nearest the cleft's centroid is
+    searched region by region (scan boxes of at most 4 Mi voxels), with the same answer as a
+    search of the whole volume, ties going to the lowest linear index."""
+    from napari_avan.core.geometry import label_statistics
+    from napari_avan.core.session.store import SCAN_VOXELS
+
+    shape = (40, 512, 512)  # 10 Mi voxels: the search takes several regions
+    clefts = np.zeros(shape, np.uint32)
+    clefts[20, 250:256, 250:260] = 1
+    seg = np.zeros(shape, np.uint32)
+    seg[20, 240:270, 240:270] = 5  # touches the cleft
+    seg[0:3, 0:4, 500:504] = 7  # far: one corner region
+    seg[39, 508:512, 0:4] = 7  # far: the opposite corner, at the same distance or not
+    seg[10, 250, 255] = 8  # far in z only, then equal distances on both sides
+    seg[30, 250, 255] = 8
+    partners = pd.DataFrame({"cleft_id": [1, 1], "pre_id": [5, 8], "post_id": [7, 7]})
+    whole = tables.edge_table(clefts, seg, partners, voxel_size_nm=(40, 4, 4), updated="t")
+    bounded = _Bounded(seg, SCAN_VOXELS)
+    stats = label_statistics(clefts)
+    lazy = tables.edge_table(clefts, bounded, partners, voxel_size_nm=(40, 4, 4),  # type: ignore[arg-type]
+                             updated="t", statistics=stats)  # fmt: skip
+    pd.testing.assert_frame_equal(lazy, whole)
+    assert 0 < bounded.largest <= SCAN_VOXELS < seg.size
+    assert lazy["presyn_sz"].iloc[0] > 0 and lazy["presyn_sz"].iloc[1] == 0
+    assert lazy["postsyn_sz"].tolist() == [0, 0]  # found far away
+    assert int(lazy["presyn_z"].iloc[1]) == 10  # the tie: the lower linear index
