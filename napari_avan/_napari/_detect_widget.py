@@ -13,7 +13,6 @@ lazily, in layers of their own that viewport and box runs leave alone.
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,29 +91,19 @@ def default_output(spec: str) -> Path:
 def bulk_refusal(job: Any) -> str | None:
     """Why a whole-volume run may not go into ``job``'s store, for the dock (None when it
     may: no store yet, or an unfinished or finished run with the same settings, which it
-    resumes or shows). :func:`napari_avan.bulk.iter_bulk_detect` checks the same."""
-    from napari_avan.bulk.detect import LEDGER
+    resumes or shows). :func:`napari_avan.bulk.iter_bulk_detect` checks the same, in the
+    words of the command line."""
+    from napari_avan.bulk.cluster import changed_settings
+    from napari_avan.bulk.detect import recorded_settings
 
     root = Path(job.root)
     if not root.exists():
         return None
-    params = root / LEDGER / "params.json"
-    before: Any
-    if params.is_file():
-        before, what = json.loads(params.read_text()), "was started"
-    elif (root / "clefts.csv").is_file():
-        import zarr
-
-        try:
-            before = zarr.open_group(str(root), mode="r").attrs.get("bulk_detect")
-        except Exception:  # not a zarr group
-            before = None
-        what = "was made"
-    else:
-        before = None
-    if not isinstance(before, dict):
+    recorded = recorded_settings(root)
+    if recorded is None or not recorded[0]:
         return f"{root} exists and holds no whole-volume detection: choose another output"
-    changed = sorted(k for k in set(before) | set(job.params) if before.get(k) != job.params.get(k))
+    before, what = recorded
+    changed = changed_settings(before, job.params)
     if not changed:
         return None
     return (

@@ -47,6 +47,7 @@ from napari_avan._napari._layers import POST_KIND, PRE_KIND
 from napari_avan._napari._session_hub import hub_for
 from napari_avan._napari._workers import docked, guarded, thread_safe
 from napari_avan.core.session import Session, SessionEvent
+from napari_avan.core.session.store import nonzero_voxels
 from napari_avan.io.export import EXPORT_FORMATS
 from napari_avan.types import AvanInputError
 
@@ -771,7 +772,7 @@ class ProofreadWidget(Container):
         """The voxels painted in the ``new cleft`` layer become a new cleft (the layer is
         made, empty, on first use: paint in it, then commit)."""
         layer = self._new_cleft_layer()
-        voxels = painted_voxels(layer.data)
+        voxels = nonzero_voxels(layer.data)
         if voxels.size == 0:
             raise AvanInputError(
                 f"paint the missed cleft in the '{NEW_CLEFT}' layer first, then commit"
@@ -947,29 +948,3 @@ def _key_text(key: str) -> str:
     return "+".join(
         "Ctrl" if p == "Control" else p.upper() if len(p) == 1 else p for p in key.split("-")
     )
-
-
-def painted_voxels(data: Any) -> np.ndarray:
-    """(n, 3) voxels above 0 of a painted volume: numpy, or a zarr array (v3, default chunk
-    keys) read only in the chunks that were written."""
-    import zarr
-
-    if not isinstance(data, zarr.Array) or data.metadata.zarr_format != 3:
-        return np.argwhere(np.asarray(data) > 0)
-    from zarr.core.sync import sync
-
-    async def listed() -> list[str]:
-        return [k async for k in data.store_path.store.list_prefix(data.store_path.path)]
-
-    chunks = np.asarray(data.chunks)
-    found = []
-    for key in sync(listed()):
-        parts = key.rsplit("c/", 1)[-1].split("/") if "c/" in key else []
-        if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            continue
-        corner = np.asarray([int(p) for p in parts]) * chunks
-        box = tuple(slice(int(c), int(c + n)) for c, n in zip(corner, chunks, strict=True))
-        where = np.argwhere(np.asarray(data[box]) > 0)
-        if where.size:
-            found.append(where + corner)
-    return np.concatenate(found) if found else np.zeros((0, 3), np.int64)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_avan.bulk.cluster import BulkProgress, RunStats
+from napari_avan.bulk.cluster import BulkProgress, RunStats, changed_settings
 from napari_avan.bulk.grid import OutputGrid, Shape3, box_slices, check_block
 from napari_avan.core.geometry import LabelStatistics
 from napari_avan.types import AvanInputError, VoxelSize, check_voxel_size
@@ -358,8 +358,7 @@ def _start(job: AssignJob, resume: bool, overwrite: bool) -> None:
     params_path = ledger / "params.json"
     if resume and params_path.is_file():
         before = {k: v for k, v in json.loads(params_path.read_text()).items() if k != "stamp"}
-        mine = job.params
-        changed = sorted(k for k in set(before) | set(mine) if before.get(k) != mine.get(k))
+        changed = changed_settings(before, job.params)
         if changed:
             raise AvanInputError(
                 f"{ledger} was started with other settings ({', '.join(changed)} differ): rerun "

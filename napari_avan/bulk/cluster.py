@@ -15,7 +15,7 @@ a task that ran once is never needed again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,12 @@ class RunStats:
     def describe(self) -> str:
         again = f"; {self.tasks_skipped} done before" if self.tasks_skipped else ""
         return f"{self.tasks_run} tasks on {self.executor}{again}"
+
+
+def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The settings (keys) whose values differ between a run's record and this run, sorted;
+    a key missing on one side differs."""
+    return sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
 
 
 #: Thread-count variables of numerical libraries, set for the workers of a local cluster.

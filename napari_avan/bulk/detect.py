@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_avan.bulk.cluster import BulkProgress, RunStats
+from napari_avan.bulk.cluster import BulkProgress, RunStats, changed_settings
 from napari_avan.bulk.grid import (
     DEFAULT_BLOCK,
     Box,
@@ -609,13 +609,11 @@ def _start_store(job: Job, resume: bool, overwrite: bool) -> None:
     root = job.root
     params_path = job.ledger / "params.json"
     if root.exists():
-        if resume and (params_path.is_file() or _is_complete(root)):
-            finished = not params_path.is_file()
-            before = _finished_params(root) if finished else json.loads(params_path.read_text())
-            changed = sorted(k for k in set(before) | set(job.params)
-                             if before.get(k) != job.params.get(k))  # fmt: skip
+        recorded = recorded_settings(root)
+        if resume and recorded is not None:
+            before, what = recorded
+            changed = changed_settings(before, job.params)
             if changed:
-                what = "was made" if finished else "was started"
                 raise AvanInputError(
                     f"{root} {what} with other settings ({', '.join(changed)} differ): "
                     "rerun with the same ones, or with --overwrite to start again"
@@ -651,11 +649,26 @@ def _is_complete(root: Path) -> bool:
 
 
 def _finished_params(root: Path) -> dict[str, Any]:
-    """The settings a finished bulk run recorded in its store's attributes."""
+    """The settings a finished bulk run recorded in its store's attributes ({}: none)."""
     import zarr
 
-    recorded = zarr.open_group(str(root), mode="r").attrs.get("bulk_detect")
+    try:
+        recorded = zarr.open_group(str(root), mode="r").attrs.get("bulk_detect")
+    except Exception:  # not a zarr group: zarr raises many kinds
+        return {}
     return dict(recorded) if isinstance(recorded, dict) else {}
+
+
+def recorded_settings(root: Path) -> tuple[dict[str, Any], str] | None:
+    """The settings a bulk detection recorded in the store ``root`` and whether that run
+    ``"was started"`` (unfinished: its ledger) or ``"was made"`` (finished: the store's
+    attributes); None when it holds neither."""
+    params = root / LEDGER / "params.json"
+    if params.is_file():
+        return json.loads(params.read_text()), "was started"
+    if _is_complete(root):
+        return _finished_params(root), "was made"
+    return None
 
 
 def iter_bulk_detect(

@@ -283,8 +283,9 @@ def _stage(staging: Path, settings: dict[str, Any]) -> None:
             before = json.loads(path.read_text())
         except (OSError, ValueError):
             before = {}
-        changed = sorted(k for k in set(before) | set(settings)
-                         if before.get(k) != settings.get(k))  # fmt: skip
+        from napari_avan.bulk.cluster import changed_settings
+
+        changed = changed_settings(before, settings)
         if changed:
             raise AvanInputError(
                 f"{staging} was started with other settings ({', '.join(changed)} differ): "

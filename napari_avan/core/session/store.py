@@ -350,3 +350,29 @@ def chunked_statistics(labels: Any, values: Any = None, chunks: Sequence[int] | 
         bbox_end=end,
         value_mean=value / size if values is not None else np.full(n, np.nan),
     )
+
+
+def nonzero_voxels(data: Any) -> np.ndarray:
+    """(n, 3) voxels above 0 of a volume (a layer painted in): numpy, or a zarr array (v3,
+    default chunk keys) read only in the chunks that were written."""
+    import zarr
+
+    if not isinstance(data, zarr.Array) or data.metadata.zarr_format != 3:
+        return np.argwhere(np.asarray(data) > 0)
+    from zarr.core.sync import sync
+
+    async def listed() -> list[str]:
+        return [k async for k in data.store_path.store.list_prefix(data.store_path.path)]
+
+    chunks = np.asarray(data.chunks)
+    found = []
+    for key in sync(listed()):
+        parts = key.rsplit("c/", 1)[-1].split("/") if "c/" in key else []
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            continue
+        corner = np.asarray([int(p) for p in parts]) * chunks
+        box = tuple(slice(int(c), int(c + n)) for c, n in zip(corner, chunks, strict=True))
+        where = np.argwhere(np.asarray(data[box]) > 0)
+        if where.size:
+            found.append(where + corner)
+    return np.concatenate(found) if found else np.zeros((0, 3), np.int64)
